@@ -1,0 +1,73 @@
+// Opens the database: embedded PGlite under the data directory by default, PostgreSQL when DATABASE_URL is set.
+// Pending migrations are applied before Prisma is handed out.
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { PrismaPg } from "@prisma/adapter-pg";
+import pg from "pg";
+import { PrismaPGlite } from "pglite-prisma-adapter";
+import { PrismaClient } from "../generated/prisma/client.ts";
+import { applyPendingMigrations } from "./migrate.ts";
+import { pgliteRunner, pgPoolRunner, type SqlRunner } from "./sql-runner.ts";
+
+export interface Database {
+  kind: "pglite" | "postgresql";
+  prisma: PrismaClient;
+  sql: SqlRunner;
+  close(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  databaseUrl?: string;
+  dataDir: string;
+  log?: (msg: string, fields?: object) => void;
+}
+
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  if (options.databaseUrl) return openPostgres(options.databaseUrl, options.log);
+  return openPglite(path.join(options.dataDir, "pgdata"), options.log);
+}
+
+async function openPostgres(url: string, log?: DatabaseOptions["log"]): Promise<Database> {
+  const pool = new pg.Pool({ connectionString: url, max: 10 });
+  const sql = pgPoolRunner(pool);
+  try {
+    await applyPendingMigrations(sql, { log });
+  } catch (error) {
+    await pool.end();
+    throw error;
+  }
+  const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
+  return {
+    kind: "postgresql",
+    prisma,
+    sql,
+    async close() {
+      await prisma.$disconnect();
+      await pool.end().catch(() => {});
+    },
+  };
+}
+
+async function openPglite(dir: string, log?: DatabaseOptions["log"]): Promise<Database> {
+  mkdirSync(dir, { recursive: true });
+  const db = new PGlite(dir);
+  await db.waitReady;
+  const sql = pgliteRunner(db);
+  try {
+    await applyPendingMigrations(sql, { log });
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
+  const prisma = new PrismaClient({ adapter: new PrismaPGlite(db) });
+  return {
+    kind: "pglite",
+    prisma,
+    sql,
+    async close() {
+      await prisma.$disconnect();
+      await db.close();
+    },
+  };
+}

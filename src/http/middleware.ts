@@ -1,0 +1,70 @@
+// Middleware shared by every route of Deputy's own (non-oidc-provider) HTTP surface.
+import { randomUUID } from "node:crypto";
+import type { Context, Next } from "koa";
+import { ZodError } from "zod";
+import type { Logger } from "../logger.ts";
+import { ApiError } from "./api-error.ts";
+
+declare module "koa" {
+  interface DefaultState {
+    requestId: string;
+  }
+}
+
+/** Gives every request an id (echoed as X-Request-Id) that audit events and logs carry. */
+export async function requestId(ctx: Context, next: Next): Promise<void> {
+  const given = ctx.get("x-request-id");
+  ctx.state.requestId = /^[\w.-]{1,100}$/.test(given) ? given : randomUUID();
+  ctx.set("X-Request-Id", ctx.state.requestId);
+  await next();
+}
+
+/** Baseline response headers: no framing, no sniffing, no referrer leaks. */
+export async function securityHeaders(ctx: Context, next: Next): Promise<void> {
+  ctx.set("X-Content-Type-Options", "nosniff");
+  ctx.set("X-Frame-Options", "DENY");
+  ctx.set("Referrer-Policy", "no-referrer");
+  ctx.set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
+  await next();
+}
+
+/** Renders every failure as `{error, error_description}`; unexpected ones are logged, never shown. */
+export function jsonErrors(log: Logger) {
+  return async function renderJsonErrors(ctx: Context, next: Next): Promise<void> {
+    try {
+      await next();
+      if (ctx.status === 404 && ctx.body === undefined) {
+        throw new ApiError(404, "not_found", `no route for ${ctx.method} ${ctx.path}`);
+      }
+    } catch (error) {
+      const { status, body } = describe(error);
+      if (status >= 500) log.error({ err: error, requestId: ctx.state.requestId }, "request failed");
+      ctx.status = status;
+      ctx.body = body;
+    }
+  };
+}
+
+function describe(error: unknown): { status: number; body: { error: string; error_description: string } } {
+  if (error instanceof ApiError) {
+    return { status: error.status, body: { error: error.error, error_description: error.message } };
+  }
+  if (error instanceof ZodError) {
+    const issues = error.issues.slice(0, 5).map((issue) => {
+      const where = issue.path.length ? issue.path.join(".") : "body";
+      return `${where}: ${issue.message}`;
+    });
+    return { status: 400, body: { error: "invalid_request", error_description: issues.join("; ") } };
+  }
+  // Errors thrown by koa/co-body (malformed JSON, body too large, bad charset) carry a 4xx status.
+  const status = (error as { status?: number })?.status;
+  if (typeof status === "number" && status >= 400 && status < 500) {
+    const description =
+      status === 413 ? "request body is too large" : "request body could not be read as JSON";
+    return { status, body: { error: "invalid_request", error_description: description } };
+  }
+  return {
+    status: 500,
+    body: { error: "server_error", error_description: "internal error; see the server log" },
+  };
+}

@@ -1,0 +1,344 @@
+// Agents: registered OAuth clients that act for people, with an owner, a purpose and a lifecycle.
+import { randomBytes } from "node:crypto";
+import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
+import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import type {
+  Agent,
+  AgentScopeGrant,
+  Person,
+  Prisma,
+  PrismaClient,
+  ResourceServer,
+} from "../generated/prisma/client.ts";
+import { ApiError, invalidRequest, notFound } from "../http/api-error.ts";
+import { generateClientSecret, hashClientSecret } from "../security/secrets.ts";
+
+export const REVIEW_INTERVAL_DAYS = 90;
+
+export interface GrantInput {
+  resource: string;
+  scopes: string[];
+}
+
+export interface AgentInput {
+  name: string;
+  owner: string;
+  purpose: string;
+  grants: GrantInput[];
+  auth:
+    | { method: "client_secret" }
+    | { method: "private_key_jwt"; jwks: { keys: Record<string, unknown>[] } };
+  redirect_uris?: string[];
+  may_delegate_to?: string[];
+  max_depth?: number;
+  blast_radius?: string;
+  allow_untasked?: boolean;
+  dpop_required?: boolean;
+  status?: "pending" | "active";
+  review_due_at?: string;
+}
+
+export type AgentUpdate = Partial<
+  Pick<
+    AgentInput,
+    | "name"
+    | "purpose"
+    | "grants"
+    | "redirect_uris"
+    | "may_delegate_to"
+    | "max_depth"
+    | "blast_radius"
+    | "allow_untasked"
+    | "dpop_required"
+    | "review_due_at"
+  >
+> & { owner?: string };
+
+export type LifecycleAction = "activate" | "suspend" | "retire";
+
+export interface AgentView {
+  id: string;
+  client_id: string;
+  name: string;
+  owner: { id: string; email: string; name: string; status: string };
+  purpose: string;
+  status: Agent["status"];
+  status_reason: string | null;
+  needs_owner: boolean;
+  auth_method: Agent["authMethod"];
+  grants: GrantInput[];
+  redirect_uris: string[];
+  may_delegate_to: string[];
+  max_depth: number;
+  blast_radius: string;
+  allow_untasked: boolean;
+  dpop_required: boolean;
+  created_at: string;
+  last_reviewed_at: string | null;
+  review_due_at: string;
+}
+
+type AgentRow = Agent & {
+  owner: Person;
+  scopeGrants: (AgentScopeGrant & { resourceServer: ResourceServer })[];
+};
+const INCLUDE = { owner: true, scopeGrants: { include: { resourceServer: true } } } as const;
+
+function agentView(row: AgentRow): AgentView {
+  return {
+    id: row.id,
+    client_id: row.clientId,
+    name: row.name,
+    owner: { id: row.owner.id, email: row.owner.email, name: row.owner.name, status: row.owner.status },
+    purpose: row.purpose,
+    status: row.status,
+    status_reason: row.statusReason,
+    needs_owner: row.needsOwner,
+    auth_method: row.authMethod,
+    grants: row.scopeGrants
+      .map((grant) => ({ resource: grant.resourceServer.uri, scopes: grant.scopes }))
+      .sort((a, b) => a.resource.localeCompare(b.resource)),
+    redirect_uris: row.redirectUris,
+    may_delegate_to: row.mayDelegateTo,
+    max_depth: row.maxDepth,
+    blast_radius: row.blastRadius,
+    allow_untasked: row.allowUntasked,
+    dpop_required: row.dpopRequired,
+    created_at: row.createdAt.toISOString(),
+    last_reviewed_at: row.lastReviewedAt?.toISOString() ?? null,
+    review_due_at: row.reviewDueAt.toISOString(),
+  };
+}
+
+/** Lifecycle: which status each action leads to, and from which statuses it is allowed. */
+const TRANSITIONS: Record<LifecycleAction, { to: Agent["status"]; from: Agent["status"][] }> = {
+  activate: { to: "active", from: ["pending", "suspended"] },
+  suspend: { to: "suspended", from: ["pending", "active"] },
+  retire: { to: "retired", from: ["pending", "active", "suspended"] },
+};
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function daysFromNow(days: number): Date {
+  return new Date(Date.now() + days * 86_400_000);
+}
+
+export class AgentService {
+  readonly #prisma: PrismaClient;
+  readonly #audit: AuditLog;
+  readonly #bus: InvalidationBus;
+
+  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus) {
+    this.#prisma = prisma;
+    this.#audit = audit;
+    this.#bus = bus;
+  }
+
+  /** Registers an agent; a generated secret is returned once and stored only as a hash. */
+  async create(context: AuditContext, input: AgentInput): Promise<AgentView & { client_secret?: string }> {
+    const owner = await this.#activeOwner(input.owner);
+    const grants = await this.#resolveGrants(input.grants);
+    await this.#checkDelegates(input.may_delegate_to ?? []);
+    const clientSecret = input.auth.method === "client_secret" ? generateClientSecret() : undefined;
+    const view = await this.#prisma.$transaction(async (tx) => {
+      const row = await tx.agent.create({
+        data: {
+          clientId: `agt_${randomBytes(12).toString("base64url")}`,
+          name: input.name,
+          ownerId: owner.id,
+          purpose: input.purpose,
+          status: input.status ?? "active",
+          authMethod: input.auth.method,
+          jwks:
+            input.auth.method === "private_key_jwt" ? (input.auth.jwks as Prisma.InputJsonValue) : undefined,
+          clientSecretHash: clientSecret ? hashClientSecret(clientSecret) : undefined,
+          redirectUris: input.redirect_uris ?? [],
+          mayDelegateTo: input.may_delegate_to ?? [],
+          maxDepth: input.max_depth,
+          blastRadius: input.blast_radius,
+          allowUntasked: input.allow_untasked,
+          dpopRequired: input.dpop_required,
+          reviewDueAt: input.review_due_at
+            ? new Date(input.review_due_at)
+            : daysFromNow(REVIEW_INTERVAL_DAYS),
+          scopeGrants: { create: grants },
+        },
+        include: INCLUDE,
+      });
+      const created = agentView(row);
+      await this.#audit.record(
+        context,
+        { type: "admin_change", action: "agent.create", target: row.clientId, after: created },
+        tx,
+      );
+      return created;
+    });
+    return clientSecret ? { ...view, client_secret: clientSecret } : view;
+  }
+
+  async list(filter: { status?: Agent["status"]; owner?: string } = {}): Promise<AgentView[]> {
+    const rows = await this.#prisma.agent.findMany({
+      where: {
+        status: filter.status,
+        owner: filter.owner ? { email: filter.owner.toLowerCase() } : undefined,
+      },
+      include: INCLUDE,
+      orderBy: { createdAt: "asc" },
+    });
+    return rows.map(agentView);
+  }
+
+  async get(key: string): Promise<AgentView> {
+    return agentView(await this.#find(key));
+  }
+
+  async update(context: AuditContext, key: string, input: AgentUpdate): Promise<AgentView> {
+    const before = await this.#find(key);
+    const owner = input.owner === undefined ? undefined : await this.#activeOwner(input.owner);
+    const grants = input.grants === undefined ? undefined : await this.#resolveGrants(input.grants);
+    if (input.may_delegate_to) await this.#checkDelegates(input.may_delegate_to, before.clientId);
+    const view = await this.#prisma.$transaction(async (tx) => {
+      if (grants) {
+        await tx.agentScopeGrant.deleteMany({ where: { agentId: before.id } });
+        await tx.agentScopeGrant.createMany({
+          data: grants.map((grant) => ({ ...grant, agentId: before.id })),
+        });
+      }
+      const row = await tx.agent.update({
+        where: { id: before.id },
+        data: {
+          name: input.name,
+          purpose: input.purpose,
+          ownerId: owner?.id,
+          needsOwner: owner ? false : undefined,
+          redirectUris: input.redirect_uris,
+          mayDelegateTo: input.may_delegate_to,
+          maxDepth: input.max_depth,
+          blastRadius: input.blast_radius,
+          allowUntasked: input.allow_untasked,
+          dpopRequired: input.dpop_required,
+          reviewDueAt: input.review_due_at ? new Date(input.review_due_at) : undefined,
+        },
+        include: INCLUDE,
+      });
+      const after = agentView(row);
+      await this.#audit.record(
+        context,
+        {
+          type: "admin_change",
+          action: "agent.update",
+          target: row.clientId,
+          before: agentView(before),
+          after,
+        },
+        tx,
+      );
+      return after;
+    });
+    await this.#bus.publish("client", view.client_id);
+    return view;
+  }
+
+  /** Moves an agent through its lifecycle; suspending or retiring stops its authentication at once. */
+  async transition(
+    context: AuditContext,
+    key: string,
+    action: LifecycleAction,
+    reason?: string,
+  ): Promise<AgentView> {
+    const before = await this.#find(key);
+    const rule = TRANSITIONS[action];
+    if (!rule.from.includes(before.status)) {
+      throw new ApiError(409, "invalid_transition", `cannot ${action} an agent that is ${before.status}`);
+    }
+    const view = await this.#prisma.$transaction(async (tx) => {
+      const row = await tx.agent.update({
+        where: { id: before.id },
+        data: { status: rule.to, statusReason: reason ?? null },
+        include: INCLUDE,
+      });
+      const after = agentView(row);
+      await this.#audit.record(
+        context,
+        {
+          type: "admin_change",
+          action: `agent.${action}`,
+          target: row.clientId,
+          reason,
+          before: agentView(before),
+          after,
+        },
+        tx,
+      );
+      return after;
+    });
+    await this.#bus.publish("client", view.client_id);
+    return view;
+  }
+
+  /** Records that a person reviewed the agent's registration; the next review is due in 90 days. */
+  async markReviewed(context: AuditContext, key: string): Promise<AgentView> {
+    const before = await this.#find(key);
+    return this.#prisma.$transaction(async (tx) => {
+      const row = await tx.agent.update({
+        where: { id: before.id },
+        data: { lastReviewedAt: new Date(), reviewDueAt: daysFromNow(REVIEW_INTERVAL_DAYS) },
+        include: INCLUDE,
+      });
+      const after = agentView(row);
+      await this.#audit.record(
+        context,
+        { type: "admin_change", action: "agent.review", target: row.clientId, after },
+        tx,
+      );
+      return after;
+    });
+  }
+
+  async #find(key: string): Promise<AgentRow> {
+    const where = UUID.test(key) ? { id: key } : { clientId: key };
+    const row = await this.#prisma.agent.findUnique({ where, include: INCLUDE });
+    if (!row) throw notFound(`agent ${key}`);
+    return row;
+  }
+
+  async #activeOwner(emailOrId: string): Promise<Person> {
+    const where = UUID.test(emailOrId) ? { id: emailOrId } : { email: emailOrId.toLowerCase() };
+    const owner = await this.#prisma.person.findUnique({ where });
+    if (!owner) throw invalidRequest(`owner ${emailOrId} is not a registered person`);
+    if (owner.status !== "active")
+      throw invalidRequest(`owner ${emailOrId} is ${owner.status} and cannot own agents`);
+    return owner;
+  }
+
+  /** Each granted scope must be one the resource server defines. */
+  async #resolveGrants(grants: GrantInput[]): Promise<{ resourceServerId: string; scopes: string[] }[]> {
+    const seen = new Set<string>();
+    const resolved = [];
+    for (const grant of grants) {
+      if (seen.has(grant.resource)) throw invalidRequest(`resource ${grant.resource} is listed twice`);
+      seen.add(grant.resource);
+      const resource = await this.#prisma.resourceServer.findUnique({
+        where: { uri: grant.resource },
+        include: { scopes: true },
+      });
+      if (!resource) throw invalidRequest(`resource ${grant.resource} is not a registered resource server`);
+      const known = new Set(resource.scopes.map((scope) => scope.name));
+      const unknown = grant.scopes.filter((scope) => !known.has(scope));
+      if (unknown.length)
+        throw invalidRequest(`resource ${grant.resource} has no scope ${unknown.join(", ")}`);
+      resolved.push({ resourceServerId: resource.id, scopes: [...new Set(grant.scopes)] });
+    }
+    return resolved;
+  }
+
+  async #checkDelegates(clientIds: string[], self?: string): Promise<void> {
+    if (self && clientIds.includes(self)) throw invalidRequest("an agent cannot delegate to itself");
+    const found = await this.#prisma.agent.findMany({
+      where: { clientId: { in: clientIds } },
+      select: { clientId: true },
+    });
+    const missing = clientIds.filter((id) => !found.some((agent) => agent.clientId === id));
+    if (missing.length) throw invalidRequest(`may_delegate_to names unknown agents: ${missing.join(", ")}`);
+  }
+}
