@@ -1,5 +1,6 @@
 // Assembles a Deputy server: connections, registry services, oidc-provider and the HTTP routes.
 import { Router } from "@koa/router";
+import { createLocalJWKSet } from "jose";
 import Koa from "koa";
 import compose from "koa-compose";
 import type Provider from "oidc-provider";
@@ -8,13 +9,16 @@ import { adminRouter } from "./admin/routes.ts";
 import { AuditLog } from "./audit/audit-log.ts";
 import type { Config } from "./config.ts";
 import { type Database, openDatabase } from "./db/connect.ts";
+import { GroupCommitWriter } from "./db/group-commit.ts";
+import { DelegationStore } from "./delegation/delegations.ts";
 import { createInvalidationBus, type InvalidationBus } from "./events/invalidation-bus.ts";
+import { registerTokenExchange } from "./exchange/token-exchange-grant.ts";
 import { jsonErrors, requestId, securityHeaders } from "./http/middleware.ts";
 import type { Logger } from "./logger.ts";
 import { createProviderAdapter } from "./oauth/adapter.ts";
 import { ClientStore } from "./oauth/client-store.ts";
 import { createProvider } from "./oauth/provider.ts";
-import { loadSigningKeys } from "./oauth/signing-keys.ts";
+import { loadSigningKeys, publicPart } from "./oauth/signing-keys.ts";
 import { connectRedis, type RedisConnection } from "./redis/connect.ts";
 import { AgentService } from "./registry/agents.ts";
 import { PeopleService } from "./registry/people.ts";
@@ -29,6 +33,7 @@ export interface Deputy {
   redis: RedisConnection;
   bus: InvalidationBus;
   audit: AuditLog;
+  delegations: DelegationStore;
   people: PeopleService;
   resources: ResourceServerService;
   agents: AgentService;
@@ -60,9 +65,11 @@ export async function createDeputy(config: Config, log: Logger): Promise<Deputy>
 async function assemble(config: Config, log: Logger, db: Database, redis: RedisConnection): Promise<Deputy> {
   const { prisma } = db;
   const bus = await createInvalidationBus(redis.redis, redis.duplicate(), config.redisPrefix);
-  const audit = new AuditLog(prisma);
+  const writer = new GroupCommitWriter(prisma);
+  const audit = new AuditLog(prisma, writer);
   const clients = new ClientStore(prisma, bus);
   const catalog = new ResourceCatalog(prisma, bus);
+  const delegations = new DelegationStore(prisma, audit, bus, config.maxDelegationDepth);
   await ensureBootstrapAdmin({
     prisma,
     audit,
@@ -71,12 +78,26 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     log,
   });
 
+  const signingKeys = await loadSigningKeys(prisma);
   const provider = createProvider({
     config,
     adapter: createProviderAdapter(redis.redis, `${config.redisPrefix}oidc:`, clients),
     clients,
     resources: catalog,
-    signingKeys: await loadSigningKeys(prisma),
+    delegations,
+    signingKeys,
+  });
+  registerTokenExchange({
+    config,
+    provider,
+    prisma,
+    audit,
+    clients,
+    resources: catalog,
+    delegations,
+    signingKeys: createLocalJWKSet({ keys: signingKeys.map(publicPart) }),
+    // The policy issue replaces this with Cedar policies and velocity rules.
+    policy: async () => ({ allow: true }),
   });
   provider.on("server_error", (_ctx, error) => log.error({ err: error }, "oidc-provider server error"));
 
@@ -120,10 +141,12 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     redis,
     bus,
     audit,
+    delegations,
     people,
     resources,
     agents,
     async close() {
+      await writer.drain();
       await bus.close();
       await redis.close();
       await db.close();

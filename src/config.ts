@@ -22,6 +22,12 @@ const schema = z
     DEPUTY_DATA_DIR: z.string().min(1).default(".deputy"),
     DEPUTY_BOOTSTRAP_ADMIN_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
     DEPUTY_MAX_DELEGATION_DEPTH: z.coerce.number().int().min(1).max(10).default(3),
+    DEPUTY_MAX_DELEGATION_SECONDS: z.coerce
+      .number()
+      .int()
+      .min(60)
+      .max(7 * 86400)
+      .default(8 * 3600),
     DEPUTY_TOKEN_TTL_CAP: z.coerce.number().int().min(10).max(900).default(900),
     DEPUTY_ADMIN_TOKEN_TTL: z.coerce.number().int().min(30).max(3600).default(600),
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -37,6 +43,7 @@ const schema = z
     dataDir: path.resolve(env.DEPUTY_DATA_DIR),
     bootstrapAdminSecret: env.DEPUTY_BOOTSTRAP_ADMIN_SECRET,
     maxDelegationDepth: env.DEPUTY_MAX_DELEGATION_DEPTH,
+    maxDelegationSeconds: env.DEPUTY_MAX_DELEGATION_SECONDS,
     tokenTtlCap: env.DEPUTY_TOKEN_TTL_CAP,
     adminTokenTtl: env.DEPUTY_ADMIN_TOKEN_TTL,
     logLevel: env.LOG_LEVEL,

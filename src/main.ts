@@ -1,6 +1,5 @@
 // Starts a Deputy server: configuration → connections → HTTP; stops gracefully on SIGINT/SIGTERM.
-import { createServer } from "node:http";
-import { createDeputy } from "./app.ts";
+import { createServer, type ServerResponse } from "node:http";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { RedisUnavailableError } from "./redis/connect.ts";
@@ -10,6 +9,8 @@ const SHUTDOWN_GRACE_MS = 10_000;
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.logLevel);
+  // Loaded only once the settings are valid: a bad setting is reported alone, before any dependency speaks.
+  const { createDeputy } = await import("./app.ts");
   const deputy = await createDeputy(config, log);
   const server = createServer(deputy.app.callback());
   server.keepAliveTimeout = 5_000;
@@ -23,19 +24,35 @@ async function main(): Promise<void> {
   );
 
   let stopping = false;
+  // While stopping, responses close their connection: kept-alive clients must not hold the shutdown open
+  // for keepAliveTimeout, nor send more requests on a connection that is about to go away.
+  const inFlight = new Set<ServerResponse>();
+  const closeAfter = (res: ServerResponse) => {
+    if (!res.headersSent) res.setHeader("Connection", "close");
+  };
+  server.on("request", (_req, res: ServerResponse) => {
+    if (stopping) return closeAfter(res);
+    inFlight.add(res);
+    res.once("close", () => inFlight.delete(res));
+  });
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "shutting down: no new connections, finishing requests in flight");
+    for (const res of inFlight) closeAfter(res);
     const forced = setTimeout(() => {
       log.warn("requests still in flight after the grace period; closing them");
       server.closeAllConnections();
     }, SHUTDOWN_GRACE_MS);
     forced.unref();
+    // Connections whose response had already started when the signal came become idle once it ends.
+    const sweep = setInterval(() => server.closeIdleConnections(), 250);
+    sweep.unref();
     await new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeIdleConnections();
     });
+    clearInterval(sweep);
     await deputy.close();
     log.info("stopped");
     process.exit(0);

@@ -49,7 +49,7 @@ describe.each(BACKENDS)("foundation on %s", (backend) => {
   }
 
   it("publishes discovery at both well-known addresses", async () => {
-    const openid = await (await fetch(`${server.url}/.well-known/openid-configuration`)).json();
+    const openid: any = await (await fetch(`${server.url}/.well-known/openid-configuration`)).json();
     const oauth = await (await fetch(`${server.url}/.well-known/oauth-authorization-server`)).json();
     expect(oauth).toEqual(openid);
     expect(openid.issuer).toBe(server.url);
@@ -61,7 +61,7 @@ describe.each(BACKENDS)("foundation on %s", (backend) => {
   });
 
   it("publishes one ES256 signing key and has no development login screen", async () => {
-    const jwks = await (await fetch(`${server.url}/jwks`)).json();
+    const jwks: any = await (await fetch(`${server.url}/jwks`)).json();
     expect(jwks.keys).toHaveLength(1);
     expect(jwks.keys[0]).toMatchObject({ kty: "EC", crv: "P-256", alg: "ES256", use: "sig" });
     expect(jwks.keys[0].d).toBeUndefined();

@@ -9,7 +9,16 @@ const program = new Command("deputy")
     "Manage a Deputy authorization server through its admin API (DEPUTY_URL, default http://localhost:3000)",
   )
   .option("--json", "print results as JSON")
-  .showHelpAfterError("(run with --help for usage)")
+  .configureOutput({
+    // Usage errors are one line (Commander's own may span several: "Did you mean …?" suggestions).
+    outputError: (message, write) =>
+      write(
+        `deputy: ${message
+          .trim()
+          .replace(/^error: /, "")
+          .replace(/\s*\n\s*/g, " ")} (run with --help for usage)\n`,
+      ),
+  })
   .exitOverride();
 
 let client: AdminClient | undefined;
@@ -194,6 +203,11 @@ try {
     // Commander has already printed its one-line message (or help, whose exit code is 0).
     process.exit(error.exitCode);
   }
-  process.stderr.write(`deputy: ${error instanceof CliError ? error.message : "unexpected error"}\n`);
+  const message =
+    error instanceof CliError
+      ? error.message
+      : `unexpected error: ${error instanceof Error ? error.message : String(error)}`;
+  // One line, never a stack trace.
+  process.stderr.write(`deputy: ${message.split("\n")[0]}\n`);
   process.exit(1);
 }

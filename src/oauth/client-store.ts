@@ -4,6 +4,7 @@
 
 import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
+import { TOKEN_EXCHANGE_GRANT } from "./constants.ts";
 
 export type ClientKind = "agent" | "resource_server" | "service";
 
@@ -12,6 +13,10 @@ export interface ClientMetadata {
   client_name: string;
   deputy_kind: ClientKind;
   deputy_resource?: string;
+  deputy_max_depth?: number;
+  deputy_may_delegate_to?: string[];
+  /** Scopes the agent may ever hold, per resource server URI. */
+  deputy_grants?: Record<string, string[]>;
   token_endpoint_auth_method: "client_secret_basic" | "private_key_jwt";
   client_secret?: string;
   jwks?: { keys: unknown[] };
@@ -46,7 +51,10 @@ export class ClientStore {
   }
 
   async #load(clientId: string): Promise<ClientMetadata | undefined> {
-    const agent = await this.#prisma.agent.findUnique({ where: { clientId }, include: { owner: true } });
+    const agent = await this.#prisma.agent.findUnique({
+      where: { clientId },
+      include: { owner: true, scopeGrants: { include: { resourceServer: true } } },
+    });
     if (agent) {
       if (agent.status !== "active" || agent.owner.status !== "active") return undefined;
       const usesKey = agent.authMethod === "private_key_jwt";
@@ -58,7 +66,12 @@ export class ClientStore {
         ...(usesKey
           ? { jwks: agent.jwks as { keys: unknown[] } }
           : { client_secret: agent.clientSecretHash ?? undefined }),
-        grant_types: agent.redirectUris.length ? ["authorization_code"] : [],
+        grant_types: [TOKEN_EXCHANGE_GRANT, ...(agent.redirectUris.length ? ["authorization_code"] : [])],
+        deputy_max_depth: agent.maxDepth,
+        deputy_may_delegate_to: agent.mayDelegateTo,
+        deputy_grants: Object.fromEntries(
+          agent.scopeGrants.map((grant) => [grant.resourceServer.uri, grant.scopes]),
+        ),
         response_types: agent.redirectUris.length ? ["code"] : [],
         redirect_uris: agent.redirectUris,
         dpop_bound_access_tokens: agent.dpopRequired,

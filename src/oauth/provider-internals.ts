@@ -1,6 +1,9 @@
 // The ONE place that reaches into oidc-provider beyond its documented configuration. Its internals change
 // between minor versions (the package is pinned exactly); keep every such use here.
 import type Provider from "oidc-provider";
+import { errors, type KoaContextWithOIDC, type ResourceServer as ResourceServerInfo } from "oidc-provider";
+import ResourceServer from "oidc-provider/lib/helpers/resource_server.js";
+import validateDpop, { checkDpopReplay, type DpopResult } from "oidc-provider/lib/helpers/validate_dpop.js";
 import { verifyClientSecret } from "../security/secrets.ts";
 
 /**
@@ -14,4 +17,23 @@ export function useHashedClientSecrets(provider: Provider): void {
   prototype.compareClientSecret = async function compareHashed(actual) {
     return typeof this.clientSecret === "string" && verifyClientSecret(actual, this.clientSecret);
   };
+}
+
+/** Validates a DPoP proof sent to the token endpoint (RFC 9449 §4.3) and rejects a replayed one (§11.1). */
+export async function checkDpopProof(
+  provider: Provider,
+  ctx: KoaContextWithOIDC,
+): Promise<DpopResult | undefined> {
+  const proof = await validateDpop(provider, ctx);
+  if (proof)
+    await checkDpopReplay(provider, ctx, proof, String(ctx.oidc.client?.clientId), errors.InvalidDpopProof);
+  return proof;
+}
+
+/** The resource server object oidc-provider uses to pick an access token's audience and format. */
+export function resourceServer(
+  identifier: string,
+  info: ResourceServerInfo,
+): InstanceType<typeof ResourceServer> {
+  return new ResourceServer(identifier, info);
 }

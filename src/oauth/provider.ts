@@ -2,6 +2,8 @@
 import type { JWK } from "jose";
 import Provider, { type Configuration, errors } from "oidc-provider";
 import type { Config } from "../config.ts";
+import type { DelegationStore } from "../delegation/delegations.ts";
+import { isDelegatedTokenClaims } from "../delegation/token-claims.ts";
 import type { ResourceCatalog } from "../registry/resource-catalog.ts";
 import type { ClientStore } from "./client-store.ts";
 import { ADMIN_RESOURCE, ADMIN_SCOPE } from "./constants.ts";
@@ -9,17 +11,32 @@ import { useHashedClientSecrets } from "./provider-internals.ts";
 
 export interface ProviderDeps {
   config: Config;
+  delegations: DelegationStore;
   adapter: NonNullable<Configuration["adapter"]>;
   clients: ClientStore;
   resources: ResourceCatalog;
   signingKeys: JWK[];
 }
 
-export function createProvider({ config, adapter, resources, signingKeys }: ProviderDeps): Provider {
+export function createProvider({
+  config,
+  adapter,
+  resources,
+  delegations,
+  signingKeys,
+}: ProviderDeps): Provider {
   const provider = new Provider(config.issuer, {
     adapter,
     jwks: { keys: signingKeys as never[] },
-    extraClientMetadata: { properties: ["deputy_kind", "deputy_resource"] },
+    extraClientMetadata: {
+      properties: [
+        "deputy_kind",
+        "deputy_resource",
+        "deputy_max_depth",
+        "deputy_may_delegate_to",
+        "deputy_grants",
+      ],
+    },
     scopes: ["openid", ADMIN_SCOPE],
     responseTypes: ["code"],
     clientDefaults: {
@@ -79,7 +96,12 @@ export function createProvider({ config, adapter, resources, signingKeys }: Prov
         },
       },
     },
+    // Delegated tokens carry act/delegation claims set by whoever minted them; re-emit them so the opaque
+    // format stores them and the JWT format signs them.
+    extraTokenClaims: async (_ctx, token) => ("extra" in token ? token.extra : undefined),
     ttl: {
+      // A grant lives as long as the longest delegation it can carry.
+      Grant: config.maxDelegationSeconds,
       ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.adminTokenTtl,
     },
     renderError: async (ctx, out) => {

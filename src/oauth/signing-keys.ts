@@ -50,3 +50,9 @@ export function listSigningKeys(prisma: PrismaClient): Promise<SigningKeySummary
     select: { kid: true, alg: true, active: true, createdAt: true, retiredAt: true },
   });
 }
+
+/** A private JWK without its private members. */
+export function publicPart(jwk: JWK): JWK {
+  const { d, p, q, dp, dq, qi, k, ...rest } = jwk;
+  return rest;
+}

@@ -78,6 +78,7 @@ async function startPrivateRedis(dataDir: string, log?: (msg: string, fields?: o
       ],
       { stdio: "ignore" },
     );
+    child.on("error", () => {}); // a failed spawn shows up below as a Redis that never answers
     for (let attempt = 0; attempt < 50 && !redis; attempt++) {
       await sleep(100);
       redis = await tryConnect(socket);
@@ -91,16 +92,23 @@ async function startPrivateRedis(dataDir: string, log?: (msg: string, fields?: o
   }
   log?.("started a private Redis for development", { socket, reused: Boolean(reused) });
   const owned = child;
-  return wrap(
+  const connection = wrap(
     redis,
     "private",
     () => new Redis({ path: socket, maxRetriesPerRequest: null }),
     async () => {
       if (!owned) return;
+      // It may be gone already (Ctrl-C signals the whole process group): then "exit" has been emitted.
+      if (owned.exitCode !== null || owned.signalCode !== null) return;
+      const exited = new Promise((resolve) => owned.once("exit", resolve));
       owned.kill("SIGTERM");
-      await new Promise((resolve) => owned.once("exit", resolve));
+      await exited;
     },
   );
+  // Once our redis-server has exited nothing brings it back: its connections end, so commands fail at once
+  // rather than wait forever for a reconnection (which would hang a shutdown started by the same Ctrl-C).
+  owned?.once("exit", () => connection.end());
+  return connection;
 }
 
 async function tryConnect(socket: string): Promise<Redis | undefined> {
@@ -116,26 +124,47 @@ async function tryConnect(socket: string): Promise<Redis | undefined> {
   }
 }
 
+const QUIT_TIMEOUT_MS = 2000;
+
 function wrap(
   redis: Redis,
   source: RedisConnection["source"],
   duplicate: () => Redis,
   stop?: () => Promise<void>,
-): RedisConnection {
+): RedisConnection & { end(): void } {
   const extra: Redis[] = [];
+  let ended = false;
   return {
     redis,
     source,
     duplicate() {
       const connection = duplicate();
       extra.push(connection);
+      if (ended) connection.disconnect();
       return connection;
     },
+    end() {
+      ended = true;
+      for (const connection of [redis, ...extra]) connection.disconnect();
+    },
     async close() {
-      await Promise.all([redis, ...extra].map((connection) => connection.quit().catch(() => {})));
+      await Promise.all([redis, ...extra].map(quit));
       await stop?.();
     },
   };
+}
+
+/** QUIT, so replies in flight arrive; but a Redis that has gone away must not hold the shutdown. */
+async function quit(connection: Redis): Promise<void> {
+  if (connection.status !== "end") {
+    const timeout = new AbortController();
+    await Promise.race([
+      connection.quit().catch(() => {}),
+      sleep(QUIT_TIMEOUT_MS, undefined, { signal: timeout.signal }).catch(() => {}),
+    ]);
+    timeout.abort();
+  }
+  connection.disconnect();
 }
 
 function onPath(command: string): boolean {

@@ -137,6 +137,7 @@ export class PeopleService {
       select: { clientId: true },
     });
     await Promise.all(owned.map((agent) => this.#bus.publish("client", agent.clientId)));
+    await this.#bus.publish("delegation", "*");
     return view;
   }
 }

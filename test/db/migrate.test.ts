@@ -245,6 +245,9 @@ describe.each([
       await expect(applyPendingMigrations(sql, { migrationsDir })).rejects.toThrow(
         new RegExp(`Migration "${name}" was modified after it was applied`),
       );
+      // Prisma's own engine draws the same conclusion.
+      const diagnosis = await prismaMigrationDiagnosis(backend.database, { migrationsDir });
+      expect(diagnosis.editedMigrationNames).toEqual([name]);
     } finally {
       await sql.query("UPDATE _prisma_migrations SET checksum = $1 WHERE migration_name = $2", [
         repoMigrations[0]?.checksum,

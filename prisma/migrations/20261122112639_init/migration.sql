@@ -120,16 +120,15 @@ CREATE TABLE "signing_keys" (
 -- CreateTable
 CREATE TABLE "delegations" (
     "id" UUID NOT NULL,
-    "parent_id" UUID,
     "person_id" UUID NOT NULL,
     "agent_id" UUID NOT NULL,
+    "grant_id" TEXT,
     "task_id" TEXT,
     "task_description" TEXT,
     "scopes" TEXT[],
     "resources" TEXT[],
     "ends_at" TIMESTAMPTZ(3) NOT NULL,
     "max_depth" INTEGER NOT NULL,
-    "depth" INTEGER NOT NULL DEFAULT 0,
     "status" "DelegationStatus" NOT NULL DEFAULT 'active',
     "created_at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
     "ended_at" TIMESTAMPTZ(3),
@@ -202,13 +201,16 @@ CREATE UNIQUE INDEX "agents_client_id_key" ON "agents"("client_id");
 CREATE INDEX "agents_owner_id_idx" ON "agents"("owner_id");
 
 -- CreateIndex
+CREATE UNIQUE INDEX "delegations_grant_id_key" ON "delegations"("grant_id");
+
+-- CreateIndex
 CREATE INDEX "delegations_person_id_status_idx" ON "delegations"("person_id", "status");
 
 -- CreateIndex
 CREATE INDEX "delegations_agent_id_status_idx" ON "delegations"("agent_id", "status");
 
 -- CreateIndex
-CREATE INDEX "delegations_parent_id_idx" ON "delegations"("parent_id");
+CREATE INDEX "delegations_status_ends_at_idx" ON "delegations"("status", "ends_at");
 
 -- CreateIndex
 CREATE INDEX "issued_tokens_delegation_id_idx" ON "issued_tokens"("delegation_id");
@@ -245,9 +247,6 @@ ALTER TABLE "delegations" ADD CONSTRAINT "delegations_person_id_fkey" FOREIGN KE
 
 -- AddForeignKey
 ALTER TABLE "delegations" ADD CONSTRAINT "delegations_agent_id_fkey" FOREIGN KEY ("agent_id") REFERENCES "agents"("id") ON DELETE RESTRICT ON UPDATE CASCADE;
-
--- AddForeignKey
-ALTER TABLE "delegations" ADD CONSTRAINT "delegations_parent_id_fkey" FOREIGN KEY ("parent_id") REFERENCES "delegations"("id") ON DELETE SET NULL ON UPDATE CASCADE;
 
 -- AddForeignKey
 ALTER TABLE "issued_tokens" ADD CONSTRAINT "issued_tokens_delegation_id_fkey" FOREIGN KEY ("delegation_id") REFERENCES "delegations"("id") ON DELETE RESTRICT ON UPDATE CASCADE;

@@ -1,0 +1,155 @@
+// Delegations: a person's approval for one agent, bounded by task, scopes, resources, time and depth.
+// Their state is read on every exchange, so it is cached in-process and dropped (on every process) on change.
+import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
+import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import type { Delegation, PrismaClient } from "../generated/prisma/client.ts";
+import { invalidRequest } from "../http/api-error.ts";
+
+/** What an exchange needs to know about a delegation, in one cached object. */
+export interface DelegationState {
+  id: string;
+  status: Delegation["status"];
+  personId: string;
+  personEmail: string;
+  personActive: boolean;
+  agentClientId: string;
+  taskId: string | null;
+  taskDescription: string | null;
+  scopes: string[];
+  resources: string[];
+  endsAt: Date;
+  maxDepth: number;
+}
+
+export interface NewDelegation {
+  personId: string;
+  agentClientId: string;
+  taskId?: string;
+  taskDescription?: string;
+  scopes: string[];
+  resources: string[];
+  endsAt: Date;
+  maxDepth?: number;
+  grantId?: string;
+}
+
+const CACHE_TTL_MS = 30_000;
+
+export class DelegationStore {
+  readonly #prisma: PrismaClient;
+  readonly #audit: AuditLog;
+  readonly #cache = new Map<string, { state: DelegationState | undefined; loadedAt: number }>();
+  readonly #maxDepth: number;
+
+  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, serverMaxDepth: number) {
+    this.#prisma = prisma;
+    this.#audit = audit;
+    this.#maxDepth = serverMaxDepth;
+    bus.on("delegation", (id) => {
+      if (id === "*") this.#cache.clear();
+      else this.#cache.delete(id);
+    });
+    // A person's or agent's status is part of every delegation's state.
+    bus.on("client", () => this.#cache.clear());
+  }
+
+  /**
+   * Records a person's approval. The agent must be active and allowed the scopes on the resources; the
+   * delegation's depth is capped by the agent's and the server's maximum.
+   */
+  async create(context: AuditContext, input: NewDelegation): Promise<Delegation> {
+    const agent = await this.#prisma.agent.findUnique({
+      where: { clientId: input.agentClientId },
+      include: { scopeGrants: { include: { resourceServer: true } } },
+    });
+    if (!agent || agent.status !== "active")
+      throw invalidRequest(`agent ${input.agentClientId} is not active`);
+    const person = await this.#prisma.person.findUnique({ where: { id: input.personId } });
+    if (!person || person.status !== "active") throw invalidRequest("the person is not active");
+    if (input.endsAt.getTime() <= Date.now()) throw invalidRequest("the delegation would end in the past");
+    const allowed = new Set(
+      agent.scopeGrants
+        .filter((grant) => input.resources.includes(grant.resourceServer.uri))
+        .flatMap((grant) => grant.scopes),
+    );
+    const unknownResources = input.resources.filter(
+      (uri) => !agent.scopeGrants.some((grant) => grant.resourceServer.uri === uri),
+    );
+    if (unknownResources.length)
+      throw invalidRequest(`the agent may not be delegated ${unknownResources.join(", ")}`);
+    const excess = input.scopes.filter((scope) => !allowed.has(scope));
+    if (excess.length) throw invalidRequest(`the agent may not be delegated the scopes ${excess.join(", ")}`);
+    if (input.scopes.length === 0) throw invalidRequest("a delegation needs at least one scope");
+
+    return this.#prisma.$transaction(async (tx) => {
+      const delegation = await tx.delegation.create({
+        data: {
+          personId: person.id,
+          agentId: agent.id,
+          grantId: input.grantId,
+          taskId: input.taskId,
+          taskDescription: input.taskDescription,
+          scopes: [...new Set(input.scopes)],
+          resources: [...new Set(input.resources)],
+          endsAt: input.endsAt,
+          maxDepth: Math.min(input.maxDepth ?? agent.maxDepth, agent.maxDepth, this.#maxDepth),
+        },
+      });
+      await this.#audit.record(
+        context,
+        {
+          type: "consent",
+          action: "delegation.create",
+          decision: "allow",
+          target: delegation.id,
+          delegatedBy: person.email,
+          agentChain: [agent.clientId],
+          resource: delegation.resources.join(" "),
+          scopesGranted: delegation.scopes,
+          delegationId: delegation.id,
+          taskId: delegation.taskId ?? undefined,
+          details: { task: delegation.taskDescription, ends_at: delegation.endsAt.toISOString() },
+        },
+        tx,
+      );
+      return delegation;
+    });
+  }
+
+  /** The delegation's current state (cached), or undefined if there is no such delegation. */
+  async state(id: string): Promise<DelegationState | undefined> {
+    const cached = this.#cache.get(id);
+    if (cached && Date.now() - cached.loadedAt < CACHE_TTL_MS) return cached.state;
+    const row = await this.#prisma.delegation.findUnique({
+      where: { id },
+      include: { person: true, agent: true },
+    });
+    const state: DelegationState | undefined = row
+      ? {
+          id: row.id,
+          status: row.status,
+          personId: row.personId,
+          personEmail: row.person.email,
+          personActive: row.person.status === "active",
+          agentClientId: row.agent.clientId,
+          taskId: row.taskId,
+          taskDescription: row.taskDescription,
+          scopes: row.scopes,
+          resources: row.resources,
+          endsAt: row.endsAt,
+          maxDepth: row.maxDepth,
+        }
+      : undefined;
+    this.#cache.set(id, { state, loadedAt: Date.now() });
+    return state;
+  }
+
+  /** Why a delegation cannot be used now, or undefined when it can. */
+  static unusable(state: DelegationState | undefined, now = Date.now()): string | undefined {
+    if (!state) return "the delegation behind it does not exist";
+    if (state.status !== "active") return `the delegation behind it has been ${state.status}`;
+    if (state.endsAt.getTime() <= now) return "the delegation behind it has ended";
+    if (!state.personActive) return "the person who delegated is no longer active";
+    return undefined;
+  }
+}

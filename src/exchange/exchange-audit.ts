@@ -1,0 +1,34 @@
+// How an exchange is described in the audit trail, whether it was allowed or refused.
+import type { AuditContext, AuditEventInput } from "../audit/audit-log.ts";
+import { actorChain } from "../delegation/token-claims.ts";
+import type { ExchangeState } from "./exchange-state.ts";
+
+export function auditContext(state: ExchangeState): AuditContext {
+  return {
+    actor: state.caller.clientId,
+    requestId: state.ctx.response.get("x-request-id") || undefined,
+    clientAddress: state.ctx.ip,
+  };
+}
+
+/** Whatever is known about the exchange so far, in audit terms. */
+export function describeExchange(state: ExchangeState): AuditEventInput {
+  const params = state.ctx.oidc.params as Record<string, unknown> | undefined;
+  const asked = [params?.resource, params?.audience].flat().filter((v): v is string => typeof v === "string");
+  return {
+    type: "exchange",
+    action: "token.exchange",
+    delegatedBy: state.delegation?.personEmail,
+    agentChain:
+      state.chain ??
+      (state.subject
+        ? [state.caller.clientId, ...actorChain(state.subject.claims.act)]
+        : [state.caller.clientId]),
+    resource: state.resource?.uri ?? asked.join(" ").slice(0, 2048),
+    scopesAsked: state.requestedScopes?.slice(0, 100),
+    scopesGranted: state.scopes,
+    delegationId: state.delegation?.id,
+    taskId: state.delegation?.taskId ?? undefined,
+    details: state.delegation ? { task: state.delegation.taskDescription } : undefined,
+  };
+}

@@ -1,0 +1,55 @@
+import { actClaim, type DelegatedTokenClaims, mayAct } from "../../delegation/token-claims.ts";
+import { TOKEN_EXCHANGE_GRANT } from "../../oauth/constants.ts";
+import { resourceServer } from "../../oauth/provider-internals.ts";
+import { type ExchangeState, required } from "../exchange-state.ts";
+import { depthLimit } from "./check-depth.ts";
+
+/**
+ * Mints the new token: opaque by default (stored, introspectable, revocable), RFC 9068 JWT (`typ: at+jwt`, ES256)
+ * when the resource server asks for it. Each token gets a grant of its own, since oidc-provider's
+ * introspection requires the grant's client and account to match the token's.
+ */
+export async function mintToken(state: ExchangeState): Promise<void> {
+  const { provider } = state.deps;
+  const subject = required(state.subject, "subject");
+  const delegation = required(state.delegation, "delegation");
+  const resource = required(state.resource, "resource");
+  const chain = required(state.chain, "chain");
+  const scope = required(state.scopes, "scopes").join(" ");
+  const client = required(state.ctx.oidc.client, "client");
+
+  const claims: DelegatedTokenClaims = {
+    act: actClaim(chain),
+    delegation: {
+      id: delegation.id,
+      task_id: delegation.taskId,
+      task: delegation.taskDescription,
+      ends_at: Math.floor(delegation.endsAt.getTime() / 1000),
+      depth: chain.length,
+      max_depth: depthLimit(state),
+    },
+    ...(chain.length < depthLimit(state) ? mayAct(client.deputy_may_delegate_to) : {}),
+  };
+  const format = resource.tokenFormat;
+  const grant = new provider.Grant({ accountId: subject.accountId, clientId: client.clientId });
+  grant.addResourceScope(resource.uri, scope);
+  const grantId = await grant.save();
+  const token = new provider.AccessToken({
+    accountId: subject.accountId,
+    client,
+    grantId,
+    gty: TOKEN_EXCHANGE_GRANT,
+    scope,
+    expiresIn: required(state.expiresIn, "expiresIn"),
+    extra: claims,
+    resourceServer: resourceServer(resource.uri, {
+      audience: resource.uri,
+      scope: resource.scopes.map((s) => s.name).join(" "),
+      accessTokenFormat: format,
+      ...(format === "jwt" ? { jwt: { sign: { alg: "ES256" } } } : {}),
+    }),
+  });
+  if (state.jkt) token.setThumbprint("jkt", state.jkt);
+  const value = await token.save();
+  state.issued = { value, jti: token.jti, tokenType: state.jkt ? "DPoP" : "Bearer", format };
+}
