@@ -2,7 +2,7 @@
 import type { JWK } from "jose";
 import Provider, { type Configuration, errors } from "oidc-provider";
 import type { Config } from "../config.ts";
-import type { DelegationStore } from "../delegation/delegations.ts";
+import { DelegationStore } from "../delegation/delegations.ts";
 import { isDelegatedTokenClaims } from "../delegation/token-claims.ts";
 import type { ResourceCatalog } from "../registry/resource-catalog.ts";
 import type { ClientStore } from "./client-store.ts";
@@ -55,15 +55,27 @@ export function createProvider({
       clientCredentials: { enabled: true },
       introspection: {
         enabled: true,
-        // RFC 7662 §4: a resource server learns only about tokens meant for it.
-        allowedPolicy: async (_ctx, client, token) =>
-          client.deputy_kind === "resource_server" &&
-          audienceOf(token).includes(String(client.deputy_resource)),
+        // RFC 7662 §4: a resource server learns only about tokens meant for it. A token whose delegation was
+        // revoked or whose person left is inactive even before revocation has reached it (fail closed).
+        allowedPolicy: async (_ctx, client, token) => {
+          if (client.deputy_kind !== "resource_server") return false;
+          if (!audienceOf(token).includes(String(client.deputy_resource))) return false;
+          const extra = "extra" in token ? token.extra : undefined;
+          if (!isDelegatedTokenClaims(extra)) return true;
+          return DelegationStore.unusable(await delegations.state(extra.delegation.id)) === undefined;
+        },
       },
       revocation: {
         enabled: true,
-        // RFC 7009 §2.1: only the client the token was issued to may revoke it.
-        allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId,
+        // RFC 7009 §2.1: only the client the token was issued to may revoke it; others are refused (§2.2.1).
+        allowedPolicy: async (_ctx, client, token) => {
+          if (token.clientId !== client.clientId) {
+            throw new errors.UnauthorizedClient(
+              "this token was not issued to the client asking to revoke it",
+            );
+          }
+          return true;
+        },
       },
       pushedAuthorizationRequests: { enabled: true },
       resourceIndicators: {

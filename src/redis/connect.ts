@@ -92,10 +92,17 @@ async function startPrivateRedis(dataDir: string, log?: (msg: string, fields?: o
   }
   log?.("started a private Redis for development", { socket, reused: Boolean(reused) });
   const owned = child;
+  let gone = false;
   const connection = wrap(
     redis,
     "private",
-    () => new Redis({ path: socket, maxRetriesPerRequest: null }),
+    () =>
+      new Redis({
+        path: socket,
+        maxRetriesPerRequest: null,
+        // Reconnect while our redis-server runs; once it has exited, nothing brings it back.
+        retryStrategy: (times) => (gone ? null : Math.min(times * 50, 2000)),
+      }),
     async () => {
       if (!owned) return;
       // It may be gone already (Ctrl-C signals the whole process group): then "exit" has been emitted.
@@ -107,7 +114,10 @@ async function startPrivateRedis(dataDir: string, log?: (msg: string, fields?: o
   );
   // Once our redis-server has exited nothing brings it back: its connections end, so commands fail at once
   // rather than wait forever for a reconnection (which would hang a shutdown started by the same Ctrl-C).
-  owned?.once("exit", () => connection.end());
+  owned?.once("exit", () => {
+    gone = true;
+    connection.end();
+  });
   return connection;
 }
 
@@ -145,7 +155,11 @@ function wrap(
     },
     end() {
       ended = true;
-      for (const connection of [redis, ...extra]) connection.disconnect();
+      // (ioredis leaves a connection that is waiting to reconnect stuck if disconnected: its retryStrategy
+      // ends it instead.)
+      for (const connection of [redis, ...extra]) {
+        if (connection.status !== "reconnecting") connection.disconnect();
+      }
     },
     async close() {
       await Promise.all([redis, ...extra].map(quit));

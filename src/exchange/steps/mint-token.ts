@@ -28,7 +28,7 @@ export async function mintToken(state: ExchangeState): Promise<void> {
       depth: chain.length,
       max_depth: depthLimit(state),
     },
-    ...(chain.length < depthLimit(state) ? mayAct(client.deputy_may_delegate_to) : {}),
+    ...mayAct(client.deputy_may_delegate_to),
   };
   const format = resource.tokenFormat;
   const grant = new provider.Grant({ accountId: subject.accountId, clientId: client.clientId });
