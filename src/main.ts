@@ -1,10 +1,12 @@
 // Starts a Deputy server: configuration → connections → HTTP; stops gracefully on SIGINT/SIGTERM.
 import { createServer, type ServerResponse } from "node:http";
+import { setTimeout as sleep } from "node:timers/promises";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { RedisUnavailableError } from "./redis/connect.ts";
 
 const SHUTDOWN_GRACE_MS = 10_000;
+const CLOSE_TIMEOUT_MS = 10_000;
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -53,7 +55,21 @@ async function main(): Promise<void> {
       server.closeIdleConnections();
     });
     clearInterval(sweep);
-    await deputy.close();
+    // Closing the connections is bounded too: a Redis or database that has gone away must not hang the exit.
+    const closed = await Promise.race([
+      deputy.close().then(
+        () => "closed" as const,
+        (error: unknown) => {
+          log.error({ err: error }, "closing the connections failed");
+          return "failed" as const;
+        },
+      ),
+      sleep(CLOSE_TIMEOUT_MS, "timed out" as const),
+    ]);
+    if (closed !== "closed") {
+      if (closed === "timed out") log.error("connections did not close in time; exiting anyway");
+      process.exit(1);
+    }
     log.info("stopped");
     process.exit(0);
   };

@@ -391,6 +391,6 @@ describe.skipIf(!hasRedisServer)("development without a reachable Redis", () => 
     socket.end("\r\n");
 
     const code = await within(proc.exited, EXIT_TIMEOUT_MS, `exit after Ctrl-C\n${describeProcess(proc)}`);
-    expect(code).toBe(0);
+    expect(code, describeProcess(proc)).toBe(0);
   });
 });

@@ -149,6 +149,8 @@ function wrap(
     source,
     duplicate() {
       const connection = duplicate();
+      // Like the main connection's: errors surface as failed commands, not as "[ioredis] Unhandled error event".
+      connection.on("error", () => {});
       extra.push(connection);
       if (ended) connection.disconnect();
       return connection;
