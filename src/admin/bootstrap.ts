@@ -1,5 +1,5 @@
 // The bootstrap admin client `deputy-admin`: created on first start so the CLI and admin API can be used.
-import { writeFileSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import type { AuditLog } from "../audit/audit-log.ts";
@@ -51,10 +51,10 @@ export async function ensureBootstrapAdmin(options: {
     writeFileSync(
       file,
       `${JSON.stringify({ client_id: BOOTSTRAP_CLIENT_ID, client_secret: clientSecret }, null, 2)}\n`,
-      {
-        mode: 0o600,
-      },
+      { mode: 0o600 },
     );
+    // The mode above applies only to a new file: make sure an existing one is private too.
+    chmodSync(file, 0o600);
     log.info(
       { clientId: BOOTSTRAP_CLIENT_ID, file },
       "bootstrap admin client created; its secret is in this file (mode 0600)",

@@ -36,7 +36,8 @@ export async function createInvalidationBus(
       handlers.set(topic, [...(handlers.get(topic) ?? []), handler]);
     },
     async close() {
-      await subscriber.unsubscribe(channel).catch(() => {});
+      // Never wait on a Redis that is gone: the subscriber connection is dropped either way.
+      subscriber.disconnect();
     },
   };
 }
