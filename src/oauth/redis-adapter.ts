@@ -221,14 +221,11 @@ export function createRedisAdapterFactory(redis: Redis, options: { prefix: strin
   const rawPrefix = `${connectionPrefix === undefined ? "" : String(connectionPrefix)}${prefix}`;
 
   return class RedisAdapter implements Adapter {
+    // Clients never come here: src/oauth/adapter.ts serves them from the registry.
     readonly #model: string;
-    // Clients are served from the database by another module; this adapter stores none. With static
-    // `clients` in the provider configuration the Client model never reaches the adapter anyway.
-    readonly #isClient: boolean;
 
     constructor(name: string) {
       this.#model = name;
-      this.#isClient = name === "Client";
     }
 
     #key(id: string): string {
@@ -240,7 +237,6 @@ export function createRedisAdapterFactory(redis: Redis, options: { prefix: strin
     }
 
     async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
-      if (this.#isClient) return;
       // Never store with a TTL <= 0: Redis would delete at once, and a replay-detection entry written right at
       // the edge of the clock tolerance would vanish while its assertion is still acceptable.
       const ttl =
@@ -265,8 +261,7 @@ export function createRedisAdapterFactory(redis: Redis, options: { prefix: strin
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {
-      // Client: always undefined here, see #isClient.
-      if (this.#isClient || typeof id !== "string") return undefined;
+      if (typeof id !== "string") return undefined;
       const [payload, consumed] = await redis.hmget(this.#key(id), "payload", "consumed");
       return decode(payload, consumed);
     }
@@ -280,7 +275,7 @@ export function createRedisAdapterFactory(redis: Redis, options: { prefix: strin
     }
 
     async #findByIndex(kind: "uid" | "userCode", value: string): Promise<AdapterPayload | undefined> {
-      if (this.#isClient || typeof value !== "string") return undefined;
+      if (typeof value !== "string") return undefined;
       const found = await SCRIPTS.findByIndex.run(
         redis,
         [this.#indexKey(kind, value)],
@@ -291,19 +286,16 @@ export function createRedisAdapterFactory(redis: Redis, options: { prefix: strin
     }
 
     async consume(id: string): Promise<void> {
-      if (this.#isClient) return;
       await SCRIPTS.consume.run(redis, [this.#key(id)], [String(epochSeconds())]);
     }
 
     async destroy(id: string): Promise<void> {
-      if (this.#isClient) return;
       await SCRIPTS.destroy.run(redis, [this.#key(id)], [rawPrefix, this.#model, id]);
     }
 
     // Removes every record of the grant, whatever the model of the adapter it is called on (oidc-provider
     // calls it once per token model in a revocation; the first call does the work).
     async revokeByGrantId(grantId: string): Promise<void> {
-      if (this.#isClient) return;
       await SCRIPTS.revoke.run(redis, [`${prefix}idx:grant:${grantId}`], [rawPrefix, grantId]);
     }
   };

@@ -229,13 +229,6 @@ describe("redis adapter", () => {
     expect(await second.find(edge)).toMatchObject({ iss: "client-1" });
   });
 
-  it("stores nothing for the Client model and finds none", async () => {
-    const clients = new Adapter("Client");
-    await clients.upsert("c1", { client_id: "c1" }, 60);
-    expect(await clients.find("c1")).toBeUndefined();
-    expect(await keysUnder(`${PREFIX}Client:*`)).toStrictEqual([]);
-  });
-
   it("honours an ioredis keyPrefix on the connection", async () => {
     const prefixed = new Redis(REDIS_URL, { keyPrefix: `${PREFIX}kp:`, maxRetriesPerRequest: 2 });
     try {
