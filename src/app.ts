@@ -13,7 +13,7 @@ import { GroupCommitWriter } from "./db/group-commit.ts";
 import { DelegationStore } from "./delegation/delegations.ts";
 import { createInvalidationBus, type InvalidationBus } from "./events/invalidation-bus.ts";
 import { registerTokenExchange } from "./exchange/token-exchange-grant.ts";
-import { jsonErrors, requestId, securityHeaders } from "./http/middleware.ts";
+import { accessLog, jsonErrors, requestId, securityHeaders } from "./http/middleware.ts";
 import type { Logger } from "./logger.ts";
 import { createProviderAdapter } from "./oauth/adapter.ts";
 import { ClientStore } from "./oauth/client-store.ts";
@@ -119,6 +119,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   const app = new Koa({ proxy: false });
   app.silent = true;
   app.use(requestId);
+  app.use(accessLog(log));
   app.use(own.routes());
   app.use(async (ctx, next) => {
     if (ctx.path === "/admin/v1" || ctx.path.startsWith("/admin/v1/"))

@@ -19,6 +19,30 @@ export async function requestId(ctx: Context, next: Next): Promise<void> {
   await next();
 }
 
+/** One log line per request: method, path (never the query, which may carry codes), status, duration. */
+export function accessLog(log: Logger) {
+  return async function logRequest(ctx: Context, next: Next): Promise<void> {
+    const started = performance.now();
+    const write = () =>
+      log.info(
+        {
+          requestId: ctx.state.requestId,
+          method: ctx.method,
+          path: ctx.path,
+          status: ctx.res.statusCode,
+          ms: Math.round((performance.now() - started) * 10) / 10,
+        },
+        "request",
+      );
+    try {
+      await next();
+    } finally {
+      if (ctx.res.writableFinished) write();
+      else ctx.res.once("finish", write);
+    }
+  };
+}
+
 /** Baseline response headers: no framing, no sniffing, no referrer leaks. */
 export async function securityHeaders(ctx: Context, next: Next): Promise<void> {
   ctx.set("X-Content-Type-Options", "nosniff");
