@@ -1,6 +1,9 @@
 // Delegations: a person's approval for one agent, bounded by task, scopes, resources, time and depth.
 // Their state is read on every exchange, so it is cached in-process and dropped (on every process) on change.
+
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
+import { TtlCache } from "../cache/ttl-cache.ts";
+import { isUuid } from "../db/ids.ts";
 import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { Delegation, PrismaClient } from "../generated/prisma/client.ts";
 import { invalidRequest } from "../http/api-error.ts";
@@ -33,24 +36,23 @@ export interface NewDelegation {
   grantId?: string;
 }
 
-const CACHE_TTL_MS = 30_000;
+/** Called after a delegation is committed (e.g. to schedule the job that ends it at its end time). */
+export type DelegationCreatedListener = (delegation: Delegation) => Promise<void>;
 
 export class DelegationStore {
   readonly #prisma: PrismaClient;
   readonly #audit: AuditLog;
-  readonly #cache = new Map<string, { state: DelegationState | undefined; loadedAt: number }>();
+  readonly #cache = new TtlCache<DelegationState | undefined>({ ttlMs: 30_000, maxEntries: 50_000 });
   readonly #maxDepth: number;
+  readonly #createdListeners: DelegationCreatedListener[] = [];
 
   constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, serverMaxDepth: number) {
     this.#prisma = prisma;
     this.#audit = audit;
     this.#maxDepth = serverMaxDepth;
-    bus.on("delegation", (id) => {
-      if (id === "*") this.#cache.clear();
-      else this.#cache.delete(id);
-    });
+    bus.on("delegation", (id) => this.#cache.invalidate(id));
     // A person's or agent's status is part of every delegation's state.
-    bus.on("client", () => this.#cache.clear());
+    bus.on("client", () => this.#cache.invalidate("*"));
   }
 
   /**
@@ -81,7 +83,7 @@ export class DelegationStore {
     if (excess.length) throw invalidRequest(`the agent may not be delegated the scopes ${excess.join(", ")}`);
     if (input.scopes.length === 0) throw invalidRequest("a delegation needs at least one scope");
 
-    return this.#prisma.$transaction(async (tx) => {
+    const created = await this.#prisma.$transaction(async (tx) => {
       const delegation = await tx.delegation.create({
         data: {
           personId: person.id,
@@ -114,12 +116,22 @@ export class DelegationStore {
       );
       return delegation;
     });
+    for (const listener of this.#createdListeners) await listener(created);
+    return created;
+  }
+
+  /** Registers a listener for committed delegations; it must not throw (the delegation exists either way). */
+  onCreated(listener: DelegationCreatedListener): void {
+    this.#createdListeners.push(listener);
   }
 
   /** The delegation's current state (cached), or undefined if there is no such delegation. */
   async state(id: string): Promise<DelegationState | undefined> {
-    const cached = this.#cache.get(id);
-    if (cached && Date.now() - cached.loadedAt < CACHE_TTL_MS) return cached.state;
+    if (!isUuid(id)) return undefined;
+    return this.#cache.get(id, (key) => this.#load(key));
+  }
+
+  async #load(id: string): Promise<DelegationState | undefined> {
     const row = await this.#prisma.delegation.findUnique({
       where: { id },
       include: { person: true, agent: true },
@@ -140,16 +152,16 @@ export class DelegationStore {
           maxDepth: row.maxDepth,
         }
       : undefined;
-    this.#cache.set(id, { state, loadedAt: Date.now() });
     return state;
   }
 
   /** Why a delegation cannot be used now, or undefined when it can. */
   static unusable(state: DelegationState | undefined, now = Date.now()): string | undefined {
     if (!state) return "the delegation behind it does not exist";
+    // Before the status: offboarding also revokes the person's delegations, and this says why.
+    if (!state.personActive) return "the person who delegated is no longer active";
     if (state.status !== "active") return `the delegation behind it has been ${state.status}`;
     if (state.endsAt.getTime() <= now) return "the delegation behind it has ended";
-    if (!state.personActive) return "the person who delegated is no longer active";
     return undefined;
   }
 }

@@ -1,5 +1,5 @@
 // How an exchange is described in the audit trail, whether it was allowed or refused.
-import type { AuditContext, AuditEventInput } from "../audit/audit-log.ts";
+import { type AuditContext, type AuditEventInput, agentClaim } from "../audit/audit-log.ts";
 import { actorChain } from "../delegation/token-claims.ts";
 import type { ExchangeState } from "./exchange-state.ts";
 
@@ -11,7 +11,10 @@ export function auditContext(state: ExchangeState): AuditContext {
   };
 }
 
-/** Whatever is known about the exchange so far, in audit terms. */
+/**
+ * Whatever is known about the exchange so far, in audit terms. The optional `reasoning` parameter is stored as
+ * `agentClaim`: the agent's own words, cut to a bounded length, never checked and never used to decide.
+ */
 export function describeExchange(state: ExchangeState): AuditEventInput {
   const params = state.ctx.oidc.params as Record<string, unknown> | undefined;
   const asked = [params?.resource, params?.audience].flat().filter((v): v is string => typeof v === "string");
@@ -30,5 +33,8 @@ export function describeExchange(state: ExchangeState): AuditEventInput {
     delegationId: state.delegation?.id,
     taskId: state.delegation?.taskId ?? undefined,
     details: state.delegation ? { task: state.delegation.taskDescription } : undefined,
+    agentClaim: agentClaim(params?.reasoning),
+    policyVersion: state.policy?.version,
+    reason: state.policy?.decidedBy?.length ? `decided by ${state.policy.decidedBy.join(", ")}` : undefined,
   };
 }

@@ -9,10 +9,15 @@ import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { ClientStore } from "../oauth/client-store.ts";
 import type { CatalogResource, ResourceCatalog } from "../registry/resource-catalog.ts";
 
-/** The decision a policy makes about one exchange (filled in by the policy issue; allows by default). */
+/** The decision a policy makes about one exchange, with the policy version and what decided (for the audit). */
 export type ExchangePolicy = (
   input: PolicyInput,
-) => Promise<{ allow: true } | { allow: false; reason: string }>;
+) => Promise<({ allow: true } | { allow: false; reason: string }) & PolicyVerdict>;
+
+export interface PolicyVerdict {
+  version?: string;
+  decidedBy?: string[];
+}
 
 export interface PolicyInput {
   personId: string;
@@ -21,6 +26,7 @@ export interface PolicyInput {
   scopes: string[];
   delegation: DelegationState;
   clientAddress: string;
+  requestId?: string;
 }
 
 export interface ExchangeDeps {
@@ -68,6 +74,7 @@ export interface ExchangeState {
   scopes?: string[];
   expiresIn?: number;
   jkt?: string;
+  policy?: PolicyVerdict;
   issued?: { value: string; jti: string; tokenType: "Bearer" | "DPoP"; format: "opaque" | "jwt" };
 }
 

@@ -45,6 +45,8 @@ const PARAMETERS = [
   "resource",
   "audience",
   "scope",
+  // Deputy's own: why the agent asks, recorded in the audit trail as its unverified claim (agent_claim).
+  "reasoning",
 ];
 // RFC 8693 §2.1: resource and audience may each be sent more than once.
 const DUPLICATES_ALLOWED = ["resource", "audience"];
@@ -60,7 +62,8 @@ export function registerTokenExchange(deps: ExchangeDeps): void {
         caller: {
           clientId: String(client?.clientId),
           maxDepth: Number(client?.deputy_max_depth ?? 1),
-          dpopRequired: Boolean(client?.dpop_bound_access_tokens),
+          // oidc-provider exposes the metadata it knows in camelCase.
+          dpopRequired: Boolean(client?.dpopBoundAccessTokens),
           grants: (client?.deputy_grants as Record<string, string[]> | undefined) ?? {},
         },
       };

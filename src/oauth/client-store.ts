@@ -2,9 +2,11 @@
 // introspect) and service clients (the admin client). Only active agents with an active owner are served;
 // any other client id is unknown to the provider, which answers `invalid_client`.
 
+import { TtlCache } from "../cache/ttl-cache.ts";
 import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
-import { TOKEN_EXCHANGE_GRANT } from "./constants.ts";
+import { AGENT_TASK } from "../interaction/agent-task.ts";
+import { CIBA_GRANT, TOKEN_EXCHANGE_GRANT } from "./constants.ts";
 
 export type ClientKind = "agent" | "resource_server" | "service";
 
@@ -17,6 +19,8 @@ export interface ClientMetadata {
   deputy_may_delegate_to?: string[];
   /** Scopes the agent may ever hold, per resource server URI. */
   deputy_grants?: Record<string, string[]>;
+  /** May ask a person for a delegation without naming a task (shown as such, and capped short). */
+  deputy_allow_untasked?: boolean;
   token_endpoint_auth_method: "client_secret_basic" | "private_key_jwt";
   client_secret?: string;
   jwks?: { keys: unknown[] };
@@ -28,26 +32,21 @@ export interface ClientMetadata {
   [key: string]: unknown;
 }
 
-const CACHE_TTL_MS = 60_000;
+const CLIENT_ID = /^[\x20-\x7E]{1,200}$/;
 
 export class ClientStore {
   readonly #prisma: PrismaClient;
-  readonly #cache = new Map<string, { metadata: ClientMetadata | undefined; loadedAt: number }>();
+  readonly #cache = new TtlCache<ClientMetadata | undefined>({ ttlMs: 60_000, maxEntries: 10_000 });
 
   constructor(prisma: PrismaClient, bus: InvalidationBus) {
     this.#prisma = prisma;
-    bus.on("client", (clientId) => {
-      if (clientId === "*") this.#cache.clear();
-      else this.#cache.delete(clientId);
-    });
+    bus.on("client", (clientId) => this.#cache.invalidate(clientId));
   }
 
   async find(clientId: string): Promise<ClientMetadata | undefined> {
-    const cached = this.#cache.get(clientId);
-    if (cached && Date.now() - cached.loadedAt < CACHE_TTL_MS) return cached.metadata;
-    const metadata = await this.#load(clientId);
-    this.#cache.set(clientId, { metadata, loadedAt: Date.now() });
-    return metadata;
+    // Client ids are printable ASCII (RFC 6749 Appendix A.1); anything else is unknown without a lookup.
+    if (!CLIENT_ID.test(clientId)) return undefined;
+    return this.#cache.get(clientId, (id) => this.#load(id));
   }
 
   async #load(clientId: string): Promise<ClientMetadata | undefined> {
@@ -66,7 +65,16 @@ export class ClientStore {
         ...(usesKey
           ? { jwks: agent.jwks as { keys: unknown[] } }
           : { client_secret: agent.clientSecretHash ?? undefined }),
-        grant_types: [TOKEN_EXCHANGE_GRANT, ...(agent.redirectUris.length ? ["authorization_code"] : [])],
+        // Every agent may ask a person by CIBA (poll mode: headless agents need no callback endpoint); those
+        // with redirect URIs may also send the person through the browser (authorization code + PKCE).
+        grant_types: [
+          TOKEN_EXCHANGE_GRANT,
+          CIBA_GRANT,
+          ...(agent.redirectUris.length ? ["authorization_code"] : []),
+        ],
+        backchannel_token_delivery_mode: "poll",
+        authorization_details_types: [AGENT_TASK],
+        deputy_allow_untasked: agent.allowUntasked,
         deputy_max_depth: agent.maxDepth,
         deputy_may_delegate_to: agent.mayDelegateTo,
         deputy_grants: Object.fromEntries(

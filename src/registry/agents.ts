@@ -1,6 +1,8 @@
 // Agents: registered OAuth clients that act for people, with an owner, a purpose and a lifecycle.
+
 import { randomBytes } from "node:crypto";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
+import { isUuid } from "../db/ids.ts";
 import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type {
   Agent,
@@ -116,8 +118,6 @@ const TRANSITIONS: Record<LifecycleAction, { to: Agent["status"]; from: Agent["s
   suspend: { to: "suspended", from: ["pending", "active"] },
   retire: { to: "retired", from: ["pending", "active", "suspended"] },
 };
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function daysFromNow(days: number): Date {
   return new Date(Date.now() + days * 86_400_000);
@@ -296,14 +296,14 @@ export class AgentService {
   }
 
   async #find(key: string): Promise<AgentRow> {
-    const where = UUID.test(key) ? { id: key } : { clientId: key };
+    const where = isUuid(key) ? { id: key } : { clientId: key };
     const row = await this.#prisma.agent.findUnique({ where, include: INCLUDE });
     if (!row) throw notFound(`agent ${key}`);
     return row;
   }
 
   async #activeOwner(emailOrId: string): Promise<Person> {
-    const where = UUID.test(emailOrId) ? { id: emailOrId } : { email: emailOrId.toLowerCase() };
+    const where = isUuid(emailOrId) ? { id: emailOrId } : { email: emailOrId.toLowerCase() };
     const owner = await this.#prisma.person.findUnique({ where });
     if (!owner) throw invalidRequest(`owner ${emailOrId} is not a registered person`);
     if (owner.status !== "active")

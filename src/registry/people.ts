@@ -1,5 +1,7 @@
 // People: the humans who own agents and delegate to them.
+
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
+import { isUuid } from "../db/ids.ts";
 import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { Person, PrismaClient } from "../generated/prisma/client.ts";
 import { conflict, notFound } from "../http/api-error.ts";
@@ -27,8 +29,6 @@ export function personView(person: Person): PersonView {
     updated_at: person.updatedAt.toISOString(),
   };
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export class PeopleService {
   readonly #prisma: PrismaClient;
@@ -77,7 +77,7 @@ export class PeopleService {
 
   /** Finds a person by id or email. */
   async find(idOrEmail: string): Promise<Person> {
-    const where = UUID.test(idOrEmail) ? { id: idOrEmail } : { email: idOrEmail.toLowerCase() };
+    const where = isUuid(idOrEmail) ? { id: idOrEmail } : { email: idOrEmail.toLowerCase() };
     const person = await this.#prisma.person.findUnique({ where });
     if (!person) throw notFound(`person ${idOrEmail}`);
     return person;

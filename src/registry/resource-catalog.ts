@@ -1,5 +1,6 @@
 // Resource servers by URI with their scopes: a read-through cache in front of the registry, dropped on change.
 
+import { TtlCache } from "../cache/ttl-cache.ts";
 import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 
@@ -20,23 +21,20 @@ export interface CatalogResource {
   scopes: CatalogScope[];
 }
 
-const CACHE_TTL_MS = 60_000;
-
 export class ResourceCatalog {
   readonly #prisma: PrismaClient;
-  readonly #cache = new Map<string, { resource: CatalogResource | undefined; loadedAt: number }>();
+  readonly #cache = new TtlCache<CatalogResource | undefined>({ ttlMs: 60_000, maxEntries: 10_000 });
 
   constructor(prisma: PrismaClient, bus: InvalidationBus) {
     this.#prisma = prisma;
-    bus.on("resource", (uri) => {
-      if (uri === "*") this.#cache.clear();
-      else this.#cache.delete(uri);
-    });
+    bus.on("resource", (uri) => this.#cache.invalidate(uri));
   }
 
   async findByUri(uri: string): Promise<CatalogResource | undefined> {
-    const cached = this.#cache.get(uri);
-    if (cached && Date.now() - cached.loadedAt < CACHE_TTL_MS) return cached.resource;
+    return this.#cache.get(uri, (key) => this.#load(key));
+  }
+
+  async #load(uri: string): Promise<CatalogResource | undefined> {
     const row = await this.#prisma.resourceServer.findUnique({ where: { uri }, include: { scopes: true } });
     const resource: CatalogResource | undefined = row
       ? {
@@ -52,7 +50,6 @@ export class ResourceCatalog {
             .sort((a, b) => a.name.localeCompare(b.name)),
         }
       : undefined;
-    this.#cache.set(uri, { resource, loadedAt: Date.now() });
     return resource;
   }
 }

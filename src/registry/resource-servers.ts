@@ -1,6 +1,8 @@
 // Resource servers: the APIs agents get tokens for, with their scopes and how tokens for them look.
+
 import { randomBytes } from "node:crypto";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
+import { isUuid } from "../db/ids.ts";
 import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { PrismaClient, ResourceScope, ResourceServer } from "../generated/prisma/client.ts";
 import { conflict, notFound } from "../http/api-error.ts";
@@ -55,8 +57,6 @@ function resourceView(row: ResourceRow): ResourceView {
     updated_at: row.updatedAt.toISOString(),
   };
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export class ResourceServerService {
   readonly #prisma: PrismaClient;
@@ -116,7 +116,7 @@ export class ResourceServerService {
 
   /** Finds a resource server by id, introspection client id or URI. */
   async find(key: string): Promise<ResourceRow> {
-    const where = UUID.test(key) ? { id: key } : key.startsWith("rs_") ? { clientId: key } : { uri: key };
+    const where = isUuid(key) ? { id: key } : key.startsWith("rs_") ? { clientId: key } : { uri: key };
     const row = await this.#prisma.resourceServer.findUnique({ where, include: { scopes: true } });
     if (!row) throw notFound(`resource server ${key}`);
     return row;

@@ -10,6 +10,8 @@ export async function applyPolicy(state: ExchangeState): Promise<void> {
     scopes: required(state.scopes, "scopes"),
     delegation: required(state.delegation, "delegation"),
     clientAddress: state.ctx.ip,
+    requestId: state.ctx.response.get("x-request-id") || undefined,
   });
+  state.policy = { version: decision.version, decidedBy: decision.decidedBy };
   if (!decision.allow) throw new errors.AccessDenied(`refused by policy: ${decision.reason}`);
 }

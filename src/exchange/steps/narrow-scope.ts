@@ -1,4 +1,5 @@
 import { errors } from "oidc-provider";
+import { errorText } from "../../http/error-text.ts";
 import { type ExchangeState, required } from "../exchange-state.ts";
 
 /**
@@ -25,8 +26,8 @@ export async function narrowScope(state: ExchangeState): Promise<void> {
   const wider = asked.filter((scope) => !available.includes(scope));
   if (wider.length) {
     throw new errors.InvalidScope(
-      `scope ${wider.join(" ")} is not available here; you may ask for at most: ${available.join(" ")}`,
-      wider.join(" "),
+      `scope ${errorText(wider.join(" "))} is not available here; you may ask for at most: ${available.join(" ")}`,
+      errorText(wider.join(" ")),
     );
   }
   state.scopes = asked;

@@ -1,4 +1,5 @@
 import { errors } from "oidc-provider";
+import { errorText } from "../../http/error-text.ts";
 import { type ExchangeState, required } from "../exchange-state.ts";
 
 /**
@@ -25,11 +26,11 @@ export async function resolveTarget(state: ExchangeState): Promise<void> {
     target = candidates[0] as string;
   }
   if (!delegation.resources.includes(target)) {
-    throw new errors.InvalidTarget(`${target} is not among the resources the person delegated`);
+    throw new errors.InvalidTarget(`${errorText(target)} is not among the resources the person delegated`);
   }
   if (boundTo.length && !boundTo.includes(target)) {
     throw new errors.InvalidTarget(
-      `subject_token is bound to ${boundTo.join(", ")}; a hop cannot move to ${target}`,
+      `subject_token is bound to ${boundTo.join(", ")}; a hop cannot move to ${errorText(target)}`,
     );
   }
   const resource = await state.deps.resources.findByUri(target);
