@@ -137,7 +137,7 @@ export function combine(results: LoadResult[]): LoadResult {
 export async function openLoop(
   target: Target,
   options: { rate: number; seconds: number; maxSockets: number },
-): Promise<LoadResult & { offered: number }> {
+): Promise<LoadResult & { offered: number; perSecondP99: number[] }> {
   const url = loopbackOnly(target.base);
   const agent = new http.Agent({ keepAlive: true, maxSockets: options.maxSockets });
   const body = Buffer.from(target.body);
@@ -149,9 +149,10 @@ export async function openLoop(
   const interval = 1000 / options.rate;
   const total = Math.floor(options.rate * options.seconds);
   let sent = 0;
+  const perSecond: number[][] = [];
+  const start = performance.now();
 
   await new Promise<void>((resolve) => {
-    const start = performance.now();
     const finishIfDone = () => {
       if (sent >= total && inFlight === 0) resolve();
     };
@@ -165,7 +166,14 @@ export async function openLoop(
           response.on("end", () => {
             const code = String(response.statusCode);
             codes[code] = (codes[code] ?? 0) + 1;
-            if (code.startsWith("2")) latencies.push(performance.now() - began);
+            if (code.startsWith("2")) {
+              const ms = performance.now() - began;
+              latencies.push(ms);
+              const second = Math.floor((began - start) / 1000);
+              const bucket = perSecond[second] ?? [];
+              bucket.push(ms);
+              perSecond[second] = bucket;
+            }
             inFlight--;
             finishIfDone();
           });
@@ -191,5 +199,9 @@ export async function openLoop(
     tick();
   });
   agent.destroy();
-  return { ...summarise(latencies, options.seconds, codes, errors), offered: options.rate };
+  return {
+    ...summarise(latencies, options.seconds, codes, errors),
+    offered: options.rate,
+    perSecondP99: Array.from(perSecond, (values) => percentile(Float64Array.from(values ?? []).sort(), 99)),
+  };
 }

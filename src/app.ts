@@ -7,6 +7,9 @@ import type Provider from "oidc-provider";
 import { ensureBootstrapAdmin } from "./admin/bootstrap.ts";
 import { adminRouter } from "./admin/routes.ts";
 import { AuditLog } from "./audit/audit-log.ts";
+import { AuditTrail } from "./audit/audit-trail.ts";
+import { Evaluator } from "./authzen/evaluator.ts";
+import { authzenRouter, isAuthzenPath } from "./authzen/routes.ts";
 import type { Config } from "./config.ts";
 import { type Database, openDatabase } from "./db/connect.ts";
 import { GroupCommitWriter } from "./db/group-commit.ts";
@@ -14,16 +17,19 @@ import { DelegationStore } from "./delegation/delegations.ts";
 import { createInvalidationBus, type InvalidationBus } from "./events/invalidation-bus.ts";
 import { registerTokenExchange } from "./exchange/token-exchange-grant.ts";
 import { accessLog, jsonErrors, requestId, securityHeaders } from "./http/middleware.ts";
+import { createPeopleUi } from "./interaction/index.ts";
 import type { Logger } from "./logger.ts";
 import { createProviderAdapter } from "./oauth/adapter.ts";
 import { ClientStore } from "./oauth/client-store.ts";
 import { createProvider } from "./oauth/provider.ts";
 import { loadSigningKeys, publicPart } from "./oauth/signing-keys.ts";
+import { createPolicyService, type PolicyService } from "./policy/policy-service.ts";
 import { connectRedis, type RedisConnection } from "./redis/connect.ts";
 import { AgentService } from "./registry/agents.ts";
 import { PeopleService } from "./registry/people.ts";
 import { ResourceCatalog } from "./registry/resource-catalog.ts";
 import { ResourceServerService } from "./registry/resource-servers.ts";
+import { createRevocationRuntime, type RevocationRuntime } from "./revocation/runtime.ts";
 
 export interface Deputy {
   config: Config;
@@ -33,10 +39,13 @@ export interface Deputy {
   redis: RedisConnection;
   bus: InvalidationBus;
   audit: AuditLog;
+  auditTrail: AuditTrail;
   delegations: DelegationStore;
+  policy: PolicyService;
   people: PeopleService;
   resources: ResourceServerService;
   agents: AgentService;
+  revocation: RevocationRuntime;
   close(): Promise<void>;
 }
 
@@ -65,8 +74,13 @@ export async function createDeputy(config: Config, log: Logger): Promise<Deputy>
 async function assemble(config: Config, log: Logger, db: Database, redis: RedisConnection): Promise<Deputy> {
   const { prisma } = db;
   const bus = await createInvalidationBus(redis.redis, redis.duplicate(), config.redisPrefix);
-  const writer = new GroupCommitWriter(prisma);
-  const audit = new AuditLog(prisma, writer);
+  const writer = new GroupCommitWriter(prisma, db.sql);
+  const audit = new AuditLog(prisma, writer, {
+    measurementOnlySkipCommitEvents: config.audit.benchSkipEvents,
+  });
+  if (config.audit.benchSkipEvents)
+    log.warn("DEPUTY_BENCH_AUDIT_OFF: exchanges write NO audit events (benchmark measurement only)");
+  const auditTrail = new AuditTrail(prisma, audit, config.audit);
   const clients = new ClientStore(prisma, bus);
   const catalog = new ResourceCatalog(prisma, bus);
   const delegations = new DelegationStore(prisma, audit, bus, config.maxDelegationDepth);
@@ -79,6 +93,30 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   });
 
   const signingKeys = await loadSigningKeys(prisma);
+  const publicKeys = createLocalJWKSet({ keys: signingKeys.map(publicPart) });
+  const policy = await createPolicyService({
+    prisma,
+    audit,
+    bus,
+    redis: redis.redis,
+    redisPrefix: config.redisPrefix,
+    issuer: config.issuer,
+    stepUpWindowSeconds: config.stepUpWindowSeconds,
+    log,
+    // Containment takes the registry's suspension path, so whatever suspension triggers applies.
+    contain: async (context, clientId, reason) =>
+      void (await agents.transition(context, clientId, "suspend", reason)),
+  });
+  const peopleUi = createPeopleUi({
+    config,
+    prisma,
+    redis: redis.redis,
+    audit,
+    bus,
+    delegations,
+    signingKeys,
+    log,
+  });
   const provider = createProvider({
     config,
     adapter: createProviderAdapter(redis.redis, `${config.redisPrefix}oidc:`, clients),
@@ -86,6 +124,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     resources: catalog,
     delegations,
     signingKeys,
+    hooks: peopleUi.hooks,
   });
   registerTokenExchange({
     config,
@@ -95,15 +134,19 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     clients,
     resources: catalog,
     delegations,
-    signingKeys: createLocalJWKSet({ keys: signingKeys.map(publicPart) }),
-    // The policy issue replaces this with Cedar policies and velocity rules.
-    policy: async () => ({ allow: true }),
+    signingKeys: publicKeys,
+    policy: policy.exchangePolicy,
   });
   provider.on("server_error", (_ctx, error) => log.error({ err: error }, "oidc-provider server error"));
 
-  const people = new PeopleService(prisma, audit, bus);
+  // Revocation: task ends, suspensions, offboarding, RFC 7009 cascades, the sweep, and their BullMQ jobs.
+  const revocation = createRevocationRuntime({
+    ...{ config, prisma, audit, bus, redis, log, delegations, provider },
+    adapters: { accessTokens: provider.AccessToken.adapter, grants: provider.Grant.adapter },
+  });
+  const people = new PeopleService(prisma, audit, bus, revocation.revocations);
   const resources = new ResourceServerService(prisma, audit, bus);
-  const agents = new AgentService(prisma, audit, bus);
+  const agents = new AgentService(prisma, audit, bus, revocation.revocations);
 
   const own = new Router();
   own.use(jsonErrors(log), securityHeaders);
@@ -111,7 +154,33 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     await Promise.all([db.sql.query("SELECT 1"), redis.redis.ping()]);
     ctx.body = { status: "ok" };
   });
-  const admin = adminRouter({ provider, prisma, audit, clients, people, resources, agents });
+  const admin = adminRouter({
+    provider,
+    prisma,
+    audit,
+    auditTrail,
+    clients,
+    people,
+    resources,
+    agents,
+    policy,
+    revocation,
+  });
+  const evaluator = new Evaluator({
+    provider,
+    prisma,
+    delegations,
+    signingKeys: publicKeys,
+    engine: policy.engine,
+    audit,
+  });
+  const authzen = authzenRouter({ issuer: config.issuer, clients, resources: catalog, audit, evaluator });
+  const authzenStack = compose([
+    jsonErrors(log),
+    securityHeaders,
+    authzen.routes(),
+    authzen.allowedMethods(),
+  ]);
 
   const adminStack = compose([jsonErrors(log), securityHeaders, admin.routes(), admin.allowedMethods()]);
   const providerCallback = provider.callback();
@@ -124,8 +193,23 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   app.use(async (ctx, next) => {
     if (ctx.path === "/admin/v1" || ctx.path.startsWith("/admin/v1/"))
       return adminStack(ctx as never, async () => {});
+    // AuthZEN: per-action decisions for resource servers.
+    if (isAuthzenPath(ctx.path)) return authzenStack(ctx as never, async () => {});
     await next();
   });
+  app.use(revocation.routes());
+  // Pages for people: sign-in, consent, approvals, my delegations.
+  app.use(
+    peopleUi.routes(provider, {
+      revokeDelegation: async (context, id, reason) =>
+        void (await revocation.revocations.revoke(
+          { delegations: [id] },
+          { trigger: "person", reason, target: id },
+          context,
+        )),
+      recordStepUp: policy.recordStepUpApproval,
+    }),
+  );
   app.use(async (ctx) => {
     // RFC 8414 §3: the OAuth metadata document carries the same content as OpenID discovery.
     if (ctx.path === "/.well-known/oauth-authorization-server")
@@ -133,6 +217,13 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     ctx.respond = false;
     await providerCallback(ctx.req, ctx.res);
   });
+
+  if (config.workers === "inline") {
+    await revocation.startWorkers().catch(async (error: unknown) => {
+      await revocation.close();
+      throw error;
+    });
+  }
 
   return {
     config,
@@ -142,11 +233,16 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     redis,
     bus,
     audit,
+    auditTrail,
     delegations,
+    policy,
     people,
     resources,
     agents,
+    revocation,
     async close() {
+      await revocation.close();
+      policy.close();
       await writer.drain();
       await bus.close();
       await redis.close();

@@ -28,9 +28,29 @@ const schema = z
       .min(60)
       .max(7 * 86400)
       .default(8 * 3600),
+    DEPUTY_UNTASKED_DELEGATION_SECONDS: z.coerce.number().int().min(60).max(86400).default(3600),
+    DEPUTY_SESSION_SECONDS: z.coerce
+      .number()
+      .int()
+      .min(300)
+      .max(86400)
+      .default(8 * 3600),
+    DEPUTY_LOGIN_MAX_FAILURES: z.coerce.number().int().min(1).max(100).default(5),
+    DEPUTY_LOGIN_MAX_FAILURES_PER_ADDRESS: z.coerce.number().int().min(1).max(10000).default(20),
+    DEPUTY_LOGIN_LOCKOUT_SECONDS: z.coerce.number().int().min(1).max(86400).default(900),
+    DEPUTY_STEP_UP_WINDOW_SECONDS: z.coerce.number().int().min(10).max(86400).default(600),
     DEPUTY_TOKEN_TTL_CAP: z.coerce.number().int().min(10).max(900).default(900),
     DEPUTY_ADMIN_TOKEN_TTL: z.coerce.number().int().min(30).max(3600).default(600),
+    DEPUTY_WORKERS: z.enum(["inline", "off"]).default("inline"),
+    DEPUTY_SWEEP_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    DEPUTY_AUDIT_HOT_DAYS: z.coerce.number().int().min(0).max(36500).default(90),
+    DEPUTY_AUDIT_ARCHIVE_DIR: z.string().min(1).optional(),
+    DEPUTY_BENCH_AUDIT_OFF: z.literal("1", "must be 1 or unset").optional(),
+  })
+  .refine((env) => !(env.DEPUTY_BENCH_AUDIT_OFF && env.NODE_ENV === "production"), {
+    path: ["DEPUTY_BENCH_AUDIT_OFF"],
+    message: "switches audit events off for benchmarks only; refused when NODE_ENV=production",
   })
   .transform((env) => ({
     env: env.NODE_ENV,
@@ -44,9 +64,31 @@ const schema = z
     bootstrapAdminSecret: env.DEPUTY_BOOTSTRAP_ADMIN_SECRET,
     maxDelegationDepth: env.DEPUTY_MAX_DELEGATION_DEPTH,
     maxDelegationSeconds: env.DEPUTY_MAX_DELEGATION_SECONDS,
+    untaskedDelegationSeconds: Math.min(
+      env.DEPUTY_UNTASKED_DELEGATION_SECONDS,
+      env.DEPUTY_MAX_DELEGATION_SECONDS,
+    ),
+    sessionSeconds: env.DEPUTY_SESSION_SECONDS,
+    login: {
+      maxFailures: env.DEPUTY_LOGIN_MAX_FAILURES,
+      maxFailuresPerAddress: env.DEPUTY_LOGIN_MAX_FAILURES_PER_ADDRESS,
+      lockoutSeconds: env.DEPUTY_LOGIN_LOCKOUT_SECONDS,
+    },
+    stepUpWindowSeconds: env.DEPUTY_STEP_UP_WINDOW_SECONDS,
     tokenTtlCap: env.DEPUTY_TOKEN_TTL_CAP,
     adminTokenTtl: env.DEPUTY_ADMIN_TOKEN_TTL,
+    /** Whether this process runs the revocation job workers (`off`: a `deputy worker` process does). */
+    workers: env.DEPUTY_WORKERS,
+    sweepSeconds: env.DEPUTY_SWEEP_SECONDS,
     logLevel: env.LOG_LEVEL,
+    audit: {
+      hotDays: env.DEPUTY_AUDIT_HOT_DAYS,
+      archiveDir: path.resolve(
+        env.DEPUTY_AUDIT_ARCHIVE_DIR ?? path.join(env.DEPUTY_DATA_DIR, "audit-archive"),
+      ),
+      /** MEASUREMENT ONLY: exchanges write no audit event (bench/audit.ts prices auditing with it). */
+      benchSkipEvents: env.DEPUTY_BENCH_AUDIT_OFF === "1",
+    },
   }));
 
 export type Config = z.output<typeof schema>;

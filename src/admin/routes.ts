@@ -5,26 +5,35 @@ import { Router } from "@koa/router";
 import type { Context, Next } from "koa";
 import type Provider from "oidc-provider";
 import type { AuditLog } from "../audit/audit-log.ts";
+import type { AuditTrail } from "../audit/audit-trail.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError } from "../http/api-error.ts";
 import type { ClientStore } from "../oauth/client-store.ts";
 import type { AgentService } from "../registry/agents.ts";
+import type { PolicyService } from "../policy/policy-service.ts";
 import type { PeopleService } from "../registry/people.ts";
 import type { ResourceServerService } from "../registry/resource-servers.ts";
+import type { RevocationRuntime } from "../revocation/runtime.ts";
 import { requireAdmin } from "./admin-auth.ts";
 import { agentRoutes } from "./routes/agents.ts";
+import { auditRoutes } from "./routes/audit.ts";
 import { keyRoutes } from "./routes/keys.ts";
 import { peopleRoutes } from "./routes/people.ts";
+import { policyRoutes } from "./routes/policy.ts";
 import { resourceRoutes } from "./routes/resources.ts";
+import { revocationRoutes } from "./routes/revocation.ts";
 
 export interface AdminDeps {
   provider: Provider;
   prisma: PrismaClient;
   audit: AuditLog;
+  auditTrail: AuditTrail;
   clients: ClientStore;
   people: PeopleService;
   resources: ResourceServerService;
   agents: AgentService;
+  revocation: RevocationRuntime;
+  policy: PolicyService;
 }
 
 export const ADMIN_BODY_LIMIT = "64kb";
@@ -46,5 +55,8 @@ export function adminRouter(deps: AdminDeps): Router {
   resourceRoutes(router, deps);
   agentRoutes(router, deps);
   keyRoutes(router, deps);
+  policyRoutes(router, deps);
+  auditRoutes(router, deps);
+  revocationRoutes(router, deps);
   return router;
 }

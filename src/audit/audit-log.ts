@@ -1,15 +1,42 @@
-// The single writer of the audit trail. Every decision and every change goes through `record`.
+// The single writer of the audit trail. Every decision and every change goes through `record` (changes, in
+// the caller's transaction) or `commit` (decisions on the hot path, through group commit). Both append to the
+// hash chain inside their transaction (audit-chain.ts).
+import { randomUUID } from "node:crypto";
 import type { GroupCommitWriter, PendingRows } from "../db/group-commit.ts";
 import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
+import { appendToChain, prismaTx, type UnsealedAuditEvent } from "./audit-chain.ts";
 
+/**
+ * What an event is about. `introspection` records introspection refusals; `evaluation` per-action (AuthZEN)
+ * decisions; `policy_change` changes to policies; `admin_change` every other change made through the admin API;
+ * `drift` an agent's first use of an action on a resource; `velocity` a shadow rule's would-deny or a containment.
+ */
 export type AuditType =
   | "admin_change"
   | "exchange"
   | "introspection"
+  | "evaluation"
   | "consent"
   | "ciba"
   | "revocation"
-  | "login";
+  | "login"
+  | "policy_change"
+  | "drift"
+  | "velocity";
+
+export const AUDIT_TYPES: readonly AuditType[] = [
+  "exchange",
+  "introspection",
+  "evaluation",
+  "consent",
+  "ciba",
+  "revocation",
+  "login",
+  "admin_change",
+  "policy_change",
+  "drift",
+  "velocity",
+];
 
 /** Who asked and from where: carried from the HTTP request into every event it causes. */
 export interface AuditContext {
@@ -34,20 +61,41 @@ export interface AuditEventInput {
   before?: unknown;
   after?: unknown;
   details?: unknown;
+  /** The version of the policy that decided (policy decisions). */
+  policyVersion?: string;
+  /**
+   * Reasoning the agent sent with its request, verbatim (cut to AGENT_CLAIM_MAX_LENGTH): the agent's own,
+   * unverified claim. Never an input to a decision.
+   */
+  agentClaim?: string;
 }
 
-export class AuditLog {
-  readonly #prisma: PrismaClient;
-  readonly #writer: GroupCommitWriter;
+export interface AuditLogOptions {
+  /**
+   * MEASUREMENT ONLY (DEPUTY_BENCH_AUDIT_OFF, refused when NODE_ENV=production): `commit` writes the rows it
+   * vouches for but no audit event, so a benchmark can price auditing. Never set it anywhere else.
+   */
+  measurementOnlySkipCommitEvents?: boolean;
+}
 
-  constructor(prisma: PrismaClient, writer: GroupCommitWriter) {
-    this.#prisma = prisma;
+export const AGENT_CLAIM_MAX_LENGTH = 2000;
+const TRUNCATED = " …[truncated]";
+
+export class AuditLog {
+  readonly #writer: GroupCommitWriter;
+  readonly #skipCommitEvents: boolean;
+
+  /** `prisma` is kept for compatibility: every write goes through `writer` or the caller's transaction. */
+  constructor(_prisma: PrismaClient, writer: GroupCommitWriter, options: AuditLogOptions = {}) {
     this.#writer = writer;
+    this.#skipCommitEvents = options.measurementOnlySkipCommitEvents === true;
   }
 
   /** Records one event; pass `tx` to commit it atomically with the change it describes. */
   async record(context: AuditContext, event: AuditEventInput, tx?: Prisma.TransactionClient): Promise<void> {
-    await (tx ?? this.#prisma).auditEvent.create({ data: toRow(context, event) });
+    const row = toUnsealed(context, event);
+    if (tx) await appendToChain(prismaTx(tx), [row]);
+    else await this.#writer.write({ auditEvents: [row] });
   }
 
   /**
@@ -59,33 +107,82 @@ export class AuditLog {
     event: AuditEventInput,
     rows: Omit<PendingRows, "auditEvents"> = {},
   ): Promise<void> {
-    await this.#writer.write({ ...rows, auditEvents: [toRow(context, event)] });
+    if (this.#skipCommitEvents) {
+      if (rows.issuedTokens?.length) await this.#writer.write(rows);
+      return;
+    }
+    await this.#writer.write({ ...rows, auditEvents: [toUnsealed(context, event)] });
   }
 }
 
-function toRow(context: AuditContext, event: AuditEventInput): Prisma.AuditEventCreateManyInput {
+export const TRANSACTION_OPTIONS = { maxWait: 10_000, timeout: 30_000 } as const;
+
+/** The agent's reasoning as stored: well-formed text without control characters (but line breaks), cut short. */
+export function agentClaim(value: unknown): string | undefined {
+  if (typeof value !== "string") return undefined;
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: removing control characters is the point
+  const text = value.replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/g, "").trim();
+  if (!text) return undefined;
+  if (text.length <= AGENT_CLAIM_MAX_LENGTH) return text;
+  return `${text.slice(0, AGENT_CLAIM_MAX_LENGTH - TRUNCATED.length)}${TRUNCATED}`;
+}
+
+function toUnsealed(context: AuditContext, event: AuditEventInput): UnsealedAuditEvent {
   return {
-    type: event.type,
-    action: event.action,
-    decision: event.decision,
-    reason: event.reason,
-    actor: context.actor,
-    target: event.target,
-    delegatedBy: event.delegatedBy,
-    agentChain: event.agentChain ?? [],
-    resource: event.resource,
-    scopesAsked: event.scopesAsked ?? [],
-    scopesGranted: event.scopesGranted ?? [],
-    delegationId: event.delegationId,
-    taskId: event.taskId,
-    requestId: context.requestId,
-    clientAddress: context.clientAddress,
+    id: randomUUID(),
+    // Milliseconds, as stored (timestamptz(3)): the hash is computed over exactly what is read back.
+    time: new Date(),
+    type: text(event.type) ?? "",
+    action: text(event.action) ?? "",
+    decision: text(event.decision),
+    reason: text(event.reason),
+    actor: text(context.actor),
+    target: text(event.target),
+    delegatedBy: text(event.delegatedBy),
+    agentChain: (event.agentChain ?? []).map((item) => text(item) ?? ""),
+    resource: text(event.resource),
+    scopesAsked: (event.scopesAsked ?? []).map((item) => text(item) ?? ""),
+    scopesGranted: (event.scopesGranted ?? []).map((item) => text(item) ?? ""),
+    delegationId: text(event.delegationId),
+    taskId: text(event.taskId),
+    requestId: text(context.requestId),
+    clientAddress: text(context.clientAddress),
     before: toJson(event.before),
     after: toJson(event.after),
     details: toJson(event.details),
+    policyVersion: text(event.policyVersion),
+    agentClaim: event.agentClaim === undefined ? null : (agentClaim(event.agentClaim) ?? null),
   };
 }
 
-function toJson(value: unknown): Prisma.InputJsonValue | undefined {
-  return value === undefined ? undefined : (JSON.parse(JSON.stringify(value)) as Prisma.InputJsonValue);
+/**
+ * Text as PostgreSQL will store it and hand it back: NUL (which it refuses) and lone surrogates (which become
+ * U+FFFD on the way) are replaced here, so the hash is computed over what is actually stored.
+ */
+function clean(value: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is what PostgreSQL refuses
+  return value.replace(LONE_SURROGATE, "\uFFFD").replace(/\u0000/g, "\uFFFD");
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+function text(value: string | undefined | null): string | null {
+  return value === undefined || value === null ? null : clean(value);
+}
+
+/** A JSON value as jsonb will hand it back (key order aside, which the canonical form ignores). */
+function toJson(value: unknown): unknown {
+  if (value === undefined || value === null) return null;
+  const serialized = JSON.stringify(value);
+  if (serialized === undefined) return null;
+  return cleanJson(JSON.parse(serialized));
+}
+
+function cleanJson(value: unknown): unknown {
+  if (typeof value === "string") return clean(value);
+  if (Array.isArray(value)) return value.map(cleanJson);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([key, inner]) => [clean(key), cleanJson(inner)]));
+  }
+  return value;
 }

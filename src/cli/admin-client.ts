@@ -52,6 +52,14 @@ export class AdminClient {
     return (await readJson(response)) as T;
   }
 
+  /** A GET whose successful response is returned unread (for streamed bodies); errors throw as `request`'s do. */
+  async stream(pathname: string): Promise<Response> {
+    const token = await this.#accessToken();
+    const response = await this.#fetch(`/admin/v1${pathname}`, { headers: { authorization: `Bearer ${token}` } });
+    if (!response.ok) await readJson(response);
+    return response;
+  }
+
   async #accessToken(): Promise<string> {
     if (this.#token) return this.#token;
     const { clientId, clientSecret } = this.#credentials;

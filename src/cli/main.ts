@@ -3,9 +3,14 @@ import { Command, CommanderError } from "commander";
 import { AdminClient, CliError, resolveCredentials } from "./admin-client.ts";
 import type { Cli } from "./cli-context.ts";
 import { registerAgents } from "./commands/agents.ts";
+import { registerAudit } from "./commands/audit.ts";
+import { registerDelegations } from "./commands/delegations.ts";
+import { registerJobs } from "./commands/jobs.ts";
 import { registerKeys } from "./commands/keys.ts";
+import { registerPolicy } from "./commands/policy.ts";
 import { registerResources } from "./commands/resources.ts";
 import { registerUsers } from "./commands/users.ts";
+import { registerWorker } from "./commands/worker.ts";
 import { printResult } from "./output.ts";
 
 const program = new Command("deputy")
@@ -39,6 +44,11 @@ const groups = [
   registerResources(program, cli),
   registerAgents(program, cli),
   registerKeys(program, cli),
+  registerAudit(program, cli),
+  registerPolicy(program, cli),
+  registerDelegations(program, cli),
+  registerJobs(program, cli),
+  registerWorker(program, cli),
 ];
 
 for (const command of [program, ...groups]) command.exitOverride();

@@ -2,7 +2,7 @@
 // published on Redis so every other process drops its copy too.
 import type { Redis } from "ioredis";
 
-export type InvalidationTopic = "client" | "resource" | "delegation";
+export type InvalidationTopic = "client" | "resource" | "delegation" | "policy";
 type Handler = (key: string) => void;
 
 export interface InvalidationBus {

@@ -17,6 +17,8 @@ export type ExchangePolicy = (
 export interface PolicyVerdict {
   version?: string;
   decidedBy?: string[];
+  /** When the agent named no scope, the policy may narrow the default (never widen it). */
+  scopes?: string[];
 }
 
 export interface PolicyInput {
@@ -27,6 +29,8 @@ export interface PolicyInput {
   delegation: DelegationState;
   clientAddress: string;
   requestId?: string;
+  /** The scopes the agent asked for; undefined when it named none. */
+  requestedScopes?: string[];
 }
 
 export interface ExchangeDeps {

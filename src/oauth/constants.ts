@@ -1,5 +1,6 @@
 // Protocol identifiers Deputy uses, kept apart from the provider so the CLI can import them cheaply.
 export const TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange";
+export const CIBA_GRANT = "urn:openid:params:grant-type:ciba";
 export const ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token";
 
 /** The audience of admin API tokens (client_credentials of a service client holding `deputy:admin`). */

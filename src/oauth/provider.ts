@@ -1,13 +1,17 @@
 // oidc-provider configuration: which features are on, where clients, resources and keys come from.
 import type { JWK } from "jose";
-import Provider, { type Configuration, errors } from "oidc-provider";
+import Provider, { type Configuration, errors, interactionPolicy } from "oidc-provider";
 import type { Config } from "../config.ts";
 import { DelegationStore } from "../delegation/delegations.ts";
 import { isDelegatedTokenClaims } from "../delegation/token-claims.ts";
+import { AGENT_TASK } from "../interaction/agent-task.ts";
+import type { ProviderHooks } from "../interaction/provider-hooks.ts";
 import type { ResourceCatalog } from "../registry/resource-catalog.ts";
+import { cascadeRevocation } from "../revocation/rfc7009.ts";
 import type { ClientStore } from "./client-store.ts";
 import { ADMIN_RESOURCE, ADMIN_SCOPE } from "./constants.ts";
 import { useHashedClientSecrets } from "./provider-internals.ts";
+import type { Adapter } from "./redis-adapter.ts";
 
 export interface ProviderDeps {
   config: Config;
@@ -16,7 +20,11 @@ export interface ProviderDeps {
   clients: ClientStore;
   resources: ResourceCatalog;
   signingKeys: JWK[];
+  hooks: ProviderHooks;
 }
+
+/** How long a CIBA request is kept after it expires, so that polling gets expired_token (CIBA Core §11). */
+const CIBA_EXPIRED_GRACE_SECONDS = 600;
 
 export function createProvider({
   config,
@@ -24,10 +32,12 @@ export function createProvider({
   resources,
   delegations,
   signingKeys,
+  hooks,
 }: ProviderDeps): Provider {
   const provider = new Provider(config.issuer, {
-    adapter,
+    adapter: keepExpiredCibaRequests(adapter),
     jwks: { keys: signingKeys as never[] },
+    cookies: { keys: hooks.cookieKeys },
     extraClientMetadata: {
       properties: [
         "deputy_kind",
@@ -35,6 +45,7 @@ export function createProvider({
         "deputy_max_depth",
         "deputy_may_delegate_to",
         "deputy_grants",
+        "deputy_allow_untasked",
       ],
     },
     scopes: ["openid", ADMIN_SCOPE],
@@ -50,8 +61,24 @@ export function createProvider({
       clientAuthSigningAlgValues: ["ES256", "EdDSA", "PS256", "RS256"],
       idTokenSigningAlgValues: ["ES256"],
     },
+    findAccount: hooks.findAccount,
+    // RFC 9700 §2.1.1: PKCE for every authorization request of every client — S256, the only method accepted.
+    pkce: { required: () => true },
+    interactions: { policy: interactionPolicyFor(hooks) },
+    // Every authorization request gets its own consent and its own delegation: no grant is ever reused.
+    loadExistingGrant: async (ctx) => {
+      const grantId = ctx.oidc.result?.consent?.grantId;
+      return grantId ? ctx.oidc.provider.Grant.find(grantId) : undefined;
+    },
+    // The delegation, not the browser session, decides how long the agent's token lives; and the agent gets
+    // no refresh token: it exchanges the subject token, and asks the person again when the delegation ends.
+    expiresWithSession: async () => false,
+    issueRefreshToken: async () => false,
+    extraParams: { authorization_details: hooks.checkAgentRequest },
     features: {
       devInteractions: { enabled: false },
+      // Deputy's own /logout ends the browser session; agents have no use for RP-initiated logout.
+      rpInitiatedLogout: { enabled: false },
       clientCredentials: { enabled: true },
       introspection: {
         enabled: true,
@@ -68,22 +95,47 @@ export function createProvider({
       revocation: {
         enabled: true,
         // RFC 7009 §2.1: only the client the token was issued to may revoke it; others are refused (§2.2.1).
-        allowedPolicy: async (_ctx, client, token) => {
+        allowedPolicy: async (ctx, client, token) => {
           if (token.clientId !== client.clientId) {
             throw new errors.UnauthorizedClient(
               "this token was not issued to the client asking to revoke it",
             );
           }
-          return true;
+          // Revoking reaches the token's whole subtree (a subject token: its delegation), before the answer.
+          return cascadeRevocation(ctx.oidc.provider, token);
         },
       },
       pushedAuthorizationRequests: { enabled: true },
+      richAuthorizationRequests: {
+        enabled: true,
+        types: { [AGENT_TASK]: { validate: hooks.validateAgentTask } },
+        // The details stored with the code are those the person approved (recorded in the grant).
+        authorizationDetailsForGrantSource: async (ctx) => ctx.oidc.grant?.rar,
+        // RFC 9396 §7: the token response carries the authorization details granted to the token.
+        authorizationDetailsForAccessToken: async (_ctx, _token, source) => source?.rar,
+        authorizationDetailsForIntrospection: async (_ctx, token) => token.rar,
+      },
+      ciba: {
+        enabled: true,
+        deliveryModes: ["poll"],
+        ...hooks.ciba,
+      },
       resourceIndicators: {
         enabled: true,
-        defaultResource: async (_ctx, client, oneOf) =>
-          oneOf ?? (client.deputy_kind === "service" ? ADMIN_RESOURCE : undefined),
+        defaultResource: async (ctx, client, oneOf) => {
+          if (client.deputy_kind === "service") return oneOf ?? ADMIN_RESOURCE;
+          if (client.deputy_kind !== "agent") return oneOf;
+          // At the token endpoint an agent's code or CIBA request yields one token, the subject token, whichever
+          // of the indicators it was asked under.
+          if (oneOf) return oneOf[0];
+          // An agent that names no resource asks for its registered resource servers that define a scope it asks.
+          const grants = (client.deputy_grants ?? {}) as Record<string, string[]>;
+          const asked = new Set(String(ctx.oidc.params?.scope ?? "").split(" "));
+          const uris = Object.keys(grants).filter((uri) => grants[uri]?.some((scope) => asked.has(scope)));
+          return uris.length ? uris : undefined;
+        },
         useGrantedResource: async () => true,
-        getResourceServerInfo: async (_ctx, indicator, client) => {
+        getResourceServerInfo: async (ctx, indicator, client) => {
           if (indicator === ADMIN_RESOURCE) {
             if (client.deputy_kind !== "service")
               throw new errors.InvalidTarget("this client may not ask for the admin API");
@@ -96,33 +148,99 @@ export function createProvider({
           }
           if (client.deputy_kind !== "agent")
             throw new errors.InvalidTarget("only agents get tokens for resource servers");
-          const resource = await resources.findByUri(indicator);
-          if (!resource) throw new errors.InvalidTarget(`unknown resource server: ${indicator}`);
-          return {
-            scope: resource.scopes.map((scope) => scope.name).join(" "),
-            audience: resource.uri,
-            accessTokenTTL: Math.min(resource.tokenTtlSeconds, config.tokenTtlCap),
-            accessTokenFormat: resource.tokenFormat === "jwt" ? "jwt" : "opaque",
-            ...(resource.tokenFormat === "jwt" ? { jwt: { sign: { alg: "ES256" } } } : {}),
-          };
+          const grants = (client.deputy_grants ?? {}) as Record<string, string[]>;
+          if (indicator !== config.issuer) {
+            if (!(await resources.findByUri(indicator)))
+              throw new errors.InvalidTarget(`unknown resource server: ${indicator}`);
+            if (!grants[indicator]?.length)
+              throw new errors.InvalidTarget(
+                `${client.clientId} may not be delegated access to ${indicator}`,
+              );
+          }
+          // Tokens for resource servers come only from token exchange: what an agent gets here, under any
+          // indicator, is the subject token of the delegation the person approves, for Deputy itself.
+          return hooks.subjectTokenResource(ctx, client);
         },
       },
     },
-    // Delegated tokens carry act/delegation claims set by whoever minted them; re-emit them so the opaque
-    // format stores them and the JWT format signs them.
-    extraTokenClaims: async (_ctx, token) => ("extra" in token ? token.extra : undefined),
+    // Delegated tokens minted by the exchange carry act/delegation claims in `extra`; re-emit them so the
+    // opaque format stores them and the JWT format signs them. A token minted from a person's approval (code
+    // or CIBA) gets its delegation's claims, found by its grant.
+    extraTokenClaims: async (ctx, token) => {
+      if ("extra" in token && isDelegatedTokenClaims(token.extra)) return token.extra;
+      const claims = await hooks.subjectTokenClaims(ctx, token);
+      return claims ? { ...claims } : "extra" in token ? token.extra : undefined;
+    },
     ttl: {
       // A grant lives as long as the longest delegation it can carry.
       Grant: config.maxDelegationSeconds,
       ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.adminTokenTtl,
+      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.tokenTtlCap,
+      AuthorizationCode: 60,
+      IdToken: 300,
+      Interaction: 3600,
+      Session: config.sessionSeconds,
+      BackchannelAuthenticationRequest: (ctx) => {
+        const requested = Number(ctx?.oidc?.params?.requested_expiry);
+        return Number.isSafeInteger(requested) && requested > 0 ? Math.min(600, requested) : 600;
+      },
     },
-    renderError: async (ctx, out) => {
-      ctx.type = "application/json";
-      ctx.body = out;
-    },
+    renderError: hooks.renderError,
   });
   useHashedClientSecrets(provider);
   return provider;
+}
+
+/**
+ * oidc-provider's default policy, plus: the login prompt also asks whenever the browser's oidc-provider session
+ * is not the person signed in to Deputy's pages (Deputy's session is the authority, see ui-sessions.ts), and the
+ * consent prompt asks for every request that has not been answered by the person in this very interaction.
+ */
+function interactionPolicyFor(hooks: ProviderHooks) {
+  const { Check, base } = interactionPolicy;
+  const policy = base();
+  policy
+    .get("login")
+    ?.checks.push(
+      new Check(
+        "deputy_session",
+        "the person signed in to Deputy is not the one this session belongs to",
+        async (ctx) => (await hooks.signedInPerson(ctx)) !== ctx.oidc.session?.accountId,
+      ),
+    );
+  policy
+    .get("consent")
+    ?.checks.push(
+      new Check(
+        "deputy_delegation",
+        "every delegation needs the person's approval",
+        (ctx) => !ctx.oidc.result?.consent?.grantId,
+      ),
+    );
+  return policy;
+}
+
+/** Keeps CIBA requests a while past their expiry so the token endpoint can say expired_token, not "not found". */
+function keepExpiredCibaRequests(adapter: NonNullable<Configuration["adapter"]>): Configuration["adapter"] {
+  const factory = adapter as unknown as (name: string) => Adapter;
+  return ((name: string): Adapter => {
+    const inner = factory(name);
+    if (name !== "BackchannelAuthenticationRequest") return inner;
+    return {
+      upsert: (id, payload, expiresIn) =>
+        inner.upsert(
+          id,
+          payload,
+          expiresIn === undefined ? undefined : expiresIn + CIBA_EXPIRED_GRACE_SECONDS,
+        ),
+      find: (id) => inner.find(id),
+      findByUid: (uid) => inner.findByUid(uid),
+      findByUserCode: (code) => inner.findByUserCode(code),
+      consume: (id) => inner.consume(id),
+      destroy: (id) => inner.destroy(id),
+      revokeByGrantId: (grantId) => inner.revokeByGrantId(grantId),
+    };
+  }) as unknown as Configuration["adapter"];
 }
 
 function audienceOf(token: object): string[] {

@@ -13,6 +13,7 @@ import type {
   ResourceServer,
 } from "../generated/prisma/client.ts";
 import { ApiError, invalidRequest, notFound } from "../http/api-error.ts";
+import type { RevocationService, RevocationSummary } from "../revocation/revocations.ts";
 import { generateClientSecret, hashClientSecret } from "../security/secrets.ts";
 
 export const REVIEW_INTERVAL_DAYS = 90;
@@ -57,6 +58,16 @@ export type AgentUpdate = Partial<
 > & { owner?: string };
 
 export type LifecycleAction = "activate" | "suspend" | "retire";
+
+/** What the emergency stop did. */
+export interface SuspendAllResult {
+  suspended: number;
+  client_ids: string[];
+  revocation: RevocationSummary;
+}
+
+/** Suspensions revoke in the same transaction as the status change; large ones may take a while. */
+const REVOKING_TRANSACTION = { maxWait: 10_000, timeout: 60_000 } as const;
 
 export interface AgentView {
   id: string;
@@ -127,11 +138,14 @@ export class AgentService {
   readonly #prisma: PrismaClient;
   readonly #audit: AuditLog;
   readonly #bus: InvalidationBus;
+  readonly #revocations?: RevocationService;
 
-  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus) {
+  /** With `revocations`, suspending or retiring an agent revokes every delegation it holds or acts in. */
+  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, revocations?: RevocationService) {
     this.#prisma = prisma;
     this.#audit = audit;
     this.#bus = bus;
+    this.#revocations = revocations;
   }
 
   /** Registers an agent; a generated secret is returned once and stored only as a hash. */
@@ -239,19 +253,23 @@ export class AgentService {
     return view;
   }
 
-  /** Moves an agent through its lifecycle; suspending or retiring stops its authentication at once. */
+  /**
+   * Moves an agent through its lifecycle. Suspending or retiring stops its authentication at once and, in the
+   * same transaction, revokes every delegation where it is the delegate or anywhere in a token's chain.
+   */
   async transition(
     context: AuditContext,
     key: string,
     action: LifecycleAction,
     reason?: string,
-  ): Promise<AgentView> {
+  ): Promise<AgentView & { revocation?: RevocationSummary }> {
     const before = await this.#find(key);
     const rule = TRANSITIONS[action];
     if (!rule.from.includes(before.status)) {
       throw new ApiError(409, "invalid_transition", `cannot ${action} an agent that is ${before.status}`);
     }
-    const view = await this.#prisma.$transaction(async (tx) => {
+    const revocations = action === "activate" ? undefined : this.#revocations;
+    const { view, pending } = await this.#prisma.$transaction(async (tx) => {
       const row = await tx.agent.update({
         where: { id: before.id },
         data: { status: rule.to, statusReason: reason ?? null },
@@ -270,10 +288,59 @@ export class AgentService {
         },
         tx,
       );
-      return after;
-    });
+      const pending = await revocations?.inTransaction(
+        tx,
+        { agent: row.clientId },
+        { trigger: "suspension", reason: reason ?? `agent ${action}`, target: row.clientId },
+        context,
+      );
+      return { view: after, pending };
+    }, REVOKING_TRANSACTION);
     await this.#bus.publish("client", view.client_id);
-    return view;
+    if (!pending) return view;
+    await revocations?.afterCommit(pending);
+    return { ...view, revocation: pending.summary };
+  }
+
+  /**
+   * The emergency stop: every active or pending agent is suspended and every active delegation revoked, in one
+   * transaction. Reversible per agent with `activate` (the delegations stay revoked).
+   */
+  async suspendAll(context: AuditContext, reason: string): Promise<SuspendAllResult> {
+    const revocations = this.#revocations;
+    if (!revocations) throw new Error("suspendAll needs the revocation service");
+    const { clientIds, pending } = await this.#prisma.$transaction(async (tx) => {
+      const targets = await tx.agent.findMany({
+        where: { status: { in: ["active", "pending"] } },
+        select: { id: true, clientId: true },
+      });
+      await tx.agent.updateMany({
+        where: { id: { in: targets.map((agent) => agent.id) } },
+        data: { status: "suspended", statusReason: reason },
+      });
+      const clientIds = targets.map((agent) => agent.clientId);
+      await this.#audit.record(
+        context,
+        {
+          type: "admin_change",
+          action: "agent.suspend_all",
+          target: "*",
+          reason,
+          details: { suspended: clientIds.length, client_ids: clientIds },
+        },
+        tx,
+      );
+      const pending = await revocations.inTransaction(
+        tx,
+        { all: true },
+        { trigger: "suspension", reason, target: "*" },
+        context,
+      );
+      return { clientIds, pending };
+    }, REVOKING_TRANSACTION);
+    await this.#bus.publish("client", "*");
+    await revocations.afterCommit(pending);
+    return { suspended: clientIds.length, client_ids: clientIds, revocation: pending.summary };
   }
 
   /** Records that a person reviewed the agent's registration; the next review is due in 90 days. */

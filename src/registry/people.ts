@@ -5,6 +5,7 @@ import { isUuid } from "../db/ids.ts";
 import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { Person, PrismaClient } from "../generated/prisma/client.ts";
 import { conflict, notFound } from "../http/api-error.ts";
+import type { PendingRevocation, RevocationService } from "../revocation/revocations.ts";
 import { hashPassword } from "../security/secrets.ts";
 import { isUniqueViolation } from "./prisma-errors.ts";
 
@@ -30,15 +31,26 @@ export function personView(person: Person): PersonView {
   };
 }
 
+/** What offboarding reached: the person's delegations, and the agents they owned (suspended, needing an owner). */
+export interface OffboardingResult {
+  revocation: { delegations: number; tokens: number };
+  agents_suspended: string[];
+}
+
+const REVOKING_TRANSACTION = { maxWait: 10_000, timeout: 60_000 } as const;
+
 export class PeopleService {
   readonly #prisma: PrismaClient;
   readonly #audit: AuditLog;
   readonly #bus: InvalidationBus;
+  readonly #revocations?: RevocationService;
 
-  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus) {
+  /** With `revocations`, offboarding revokes the person's delegations and suspends the agents they own. */
+  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, revocations?: RevocationService) {
     this.#prisma = prisma;
     this.#audit = audit;
     this.#bus = bus;
+    this.#revocations = revocations;
   }
 
   async create(
@@ -112,10 +124,19 @@ export class PeopleService {
     });
   }
 
-  /** Marks a person as gone: their agents can no longer authenticate. */
-  async offboard(context: AuditContext, idOrEmail: string, reason: string): Promise<PersonView> {
+  /**
+   * Marks a person as gone, in one transaction: every delegation they granted is revoked, and the agents they own
+   * (one owner per agent, so none has another) are suspended and marked needs_owner for review, which revokes
+   * every delegation those agents hold or act in.
+   */
+  async offboard(
+    context: AuditContext,
+    idOrEmail: string,
+    reason: string,
+  ): Promise<PersonView & Partial<OffboardingResult>> {
     const before = await this.find(idOrEmail);
-    const view = await this.#prisma.$transaction(async (tx) => {
+    const revocations = this.#revocations;
+    const { view, pending, suspended } = await this.#prisma.$transaction(async (tx) => {
       const person = await tx.person.update({ where: { id: before.id }, data: { status: "offboarded" } });
       const after = personView(person);
       await this.#audit.record(
@@ -130,14 +151,54 @@ export class PeopleService {
         },
         tx,
       );
-      return after;
-    });
+      if (!revocations) return { view: after, pending: [], suspended: [] };
+      const cause = { trigger: "offboarding" as const, reason, target: person.email };
+      const pending: PendingRevocation[] = [
+        await revocations.inTransaction(tx, { person: person.id }, cause, context),
+      ];
+      const owned = await tx.agent.findMany({
+        where: { ownerId: person.id, status: { in: ["active", "pending", "suspended"] } },
+      });
+      const suspended: string[] = [];
+      for (const agent of owned) {
+        const statusReason = `owner ${person.email} offboarded: ${reason}`;
+        const wasSuspended = agent.status === "suspended";
+        await tx.agent.update({
+          where: { id: agent.id },
+          data: { needsOwner: true, ...(wasSuspended ? {} : { status: "suspended", statusReason }) },
+        });
+        await this.#audit.record(
+          context,
+          {
+            type: "admin_change",
+            action: wasSuspended ? "agent.needs_owner" : "agent.suspend",
+            target: agent.clientId,
+            reason: statusReason,
+            before: { status: agent.status, needs_owner: agent.needsOwner },
+            after: { status: "suspended", needs_owner: true },
+          },
+          tx,
+        );
+        if (!wasSuspended) suspended.push(agent.clientId);
+        pending.push(await revocations.inTransaction(tx, { agent: agent.clientId }, cause, context));
+      }
+      return { view: after, pending, suspended };
+    }, REVOKING_TRANSACTION);
     const owned = await this.#prisma.agent.findMany({
       where: { ownerId: before.id },
       select: { clientId: true },
     });
     await Promise.all(owned.map((agent) => this.#bus.publish("client", agent.clientId)));
     await this.#bus.publish("delegation", "*");
-    return view;
+    if (!revocations) return view;
+    for (const item of pending) await revocations.afterCommit(item);
+    return {
+      ...view,
+      revocation: {
+        delegations: pending.reduce((sum, item) => sum + item.summary.delegations, 0),
+        tokens: pending.reduce((sum, item) => sum + item.summary.tokens, 0),
+      },
+      agents_suspended: suspended,
+    };
   }
 }

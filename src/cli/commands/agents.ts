@@ -66,11 +66,15 @@ export function registerAgents(program: Command, cli: Cli): Command {
       cli.print(await cli.admin().request("POST", `/agents/${segments(id)}/activate`, {})),
     );
   agents
-    .command("suspend <client_id>")
+    .command("suspend [client_id]")
+    .description("suspend an agent (or every agent with --all); their delegations are revoked at once")
     .addOption(reasonOption())
-    .action(async (id: string, o) =>
-      cli.print(await cli.admin().request("POST", `/agents/${segments(id)}/suspend`, { reason: o.reason })),
-    );
+    .option("--all", "the emergency stop: suspend every active or pending agent")
+    .action(async (id: string | undefined, o) => {
+      if (Boolean(id) === Boolean(o.all)) throw new CliError("name one agent, or use --all (not both)");
+      const path = o.all ? "/agents/suspend-all" : `/agents/${segments(id ?? "")}/suspend`;
+      cli.print(await cli.admin().request("POST", path, { reason: o.reason }));
+    });
   agents
     .command("retire <client_id>")
     .addOption(reasonOption())

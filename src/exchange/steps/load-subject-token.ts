@@ -1,5 +1,6 @@
 import { errors as joseErrors, jwtVerify } from "jose";
 import { errors } from "oidc-provider";
+import { DelegationStore } from "../../delegation/delegations.ts";
 import { isDelegatedTokenClaims } from "../../delegation/token-claims.ts";
 import type { ExchangeState, SubjectToken } from "../exchange-state.ts";
 
@@ -9,8 +10,9 @@ const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]+$/;
 /** RFC 8693 §2.2.2: a subject_token that is not active, or not Deputy's, is invalid_request. */
 export async function loadSubjectToken(state: ExchangeState): Promise<void> {
   const value = String(state.ctx.oidc.params?.subject_token);
-  const subject = JWT_SHAPE.test(value) ? await fromJwt(state, value) : await fromOpaque(state, value);
-  if (!subject) throw new errors.InvalidRequest(INACTIVE);
+  const jwt = JWT_SHAPE.test(value);
+  const subject = jwt ? await fromJwt(state, value) : await fromOpaque(state, value);
+  if (!subject) throw new errors.InvalidRequest((!jwt && (await revokedBecause(state, value))) || INACTIVE);
   state.subject = subject;
 }
 
@@ -38,6 +40,21 @@ async function fromOpaque(state: ExchangeState, value: string): Promise<SubjectT
     jkt: token.jkt,
     claims: token.extra,
   };
+}
+
+/**
+ * A revoked opaque token is gone from Redis; its lineage (an opaque token's value is its jti) still says why, which
+ * is worth telling the agent that holds it. Only on the refusal path.
+ */
+async function revokedBecause(state: ExchangeState, value: string): Promise<string | undefined> {
+  if (value.length > 256) return undefined;
+  const lineage = await state.deps.prisma.issuedToken.findUnique({
+    where: { jti: value },
+    select: { revokedAt: true, delegationId: true },
+  });
+  if (!lineage?.revokedAt) return undefined;
+  const problem = DelegationStore.unusable(await state.deps.delegations.state(lineage.delegationId));
+  return `subject_token has been revoked${problem ? `: ${problem}` : ""}`;
 }
 
 /** RFC 9068 tokens are not stored by oidc-provider: verify the signature, then ask the lineage if revoked. */

@@ -1,0 +1,652 @@
+// Audit benchmark (`npm run bench` runs it after bench/run.ts; alone: `npx tsx bench/audit.ts`).
+//
+// 1. What auditing costs a token exchange: one server process at a time, on PGlite and then on PostgreSQL,
+//    alternately with full auditing and with DEPUTY_BENCH_AUDIT_OFF=1 (MEASUREMENT ONLY: the exchange's audit
+//    event is not written, its lineage row still is; the server refuses the setting when NODE_ENV=production,
+//    so these servers run with NODE_ENV=test). Same machine, same data, same run; the ratio is the figure.
+// 2. What the hash chain costs the writer: events/s through group commit with the chain (advisory lock, head
+//    read, hashing) against the same batches inserted plainly, as the writer did before the chain.
+// 3. Sustained load: 2,000 events/s offered through AuditLog.commit for 10 s, evenly spaced; every event must
+//    be committed (rows counted afterwards) and the chain must verify.
+// 4. Export: every event written above streamed as NDJSON, with the heap watched (it must stay flat).
+//
+// Everything runs on loopback, bounded in time; every process, database, Redis prefix and directory it creates
+// is removed at the end, also on failure or Ctrl-C.
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { createDeputy } from "../src/app.ts";
+import { exportChunks } from "../src/audit/audit-export.ts";
+import { AuditLog } from "../src/audit/audit-log.ts";
+import { iterateEvents } from "../src/audit/audit-query.ts";
+import { verifyAuditTrail } from "../src/audit/audit-verify.ts";
+import { loadConfig } from "../src/config.ts";
+import { type Database, openDatabase } from "../src/db/connect.ts";
+import { GroupCommitWriter } from "../src/db/group-commit.ts";
+import { issueSubjectToken } from "../src/delegation/subject-token.ts";
+import type { Prisma } from "../src/generated/prisma/client.ts";
+import { createLogger } from "../src/logger.ts";
+import { closedLoop, type LoadResult, percentile, type Target } from "./load.ts";
+
+const ROOT = path.resolve(import.meta.dirname, "..");
+const POSTGRES_ADMIN_URL = process.env.BENCH_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
+const ADMIN_SECRET = randomBytes(32).toString("base64url");
+const RESOURCE_URI = "https://ledger.bench.example";
+const CONNECTIONS = 16;
+const WARMUP_SECONDS = 3;
+const MEASURE_SECONDS = 10;
+const ROUNDS = 2;
+const SUSTAINED_RATE = 2000;
+const SUSTAINED_SECONDS = 10;
+const WRITER_SECONDS = 5;
+const WRITER_OUTSTANDING = 1000;
+const GOALS = { auditCost: 0.15, sustainedRate: SUSTAINED_RATE };
+
+// ---------------------------------------------------------------------------------------------------------
+// Cleanup
+
+const cleanups: { what: string; run: () => Promise<void> }[] = [];
+const children = new Set<ChildProcess>();
+const onCleanup = (what: string, run: () => Promise<void>) => cleanups.push({ what, run });
+
+async function cleanUp(): Promise<void> {
+  while (cleanups.length) {
+    const step = cleanups.pop();
+    try {
+      await step?.run();
+    } catch (error) {
+      console.error(`cleanup: ${step?.what} failed:`, error instanceof Error ? error.message : error);
+    }
+  }
+}
+process.on("exit", () => {
+  for (const child of children)
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+});
+let interrupted = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`\n${signal}: stopping servers and removing what the benchmark created…`);
+    void cleanUp().finally(() => process.exit(130));
+  });
+}
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const address = probe.address();
+  await new Promise((resolve) => probe.close(resolve));
+  if (!address || typeof address === "string") throw new Error("no free port");
+  return address.port;
+}
+
+function tempDir(): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "deputy-bench-audit-"));
+  onCleanup(`remove ${dir}`, async () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function redisPrefix(): string {
+  const prefix = `deputy-bench-audit:${randomBytes(6).toString("hex")}:`;
+  onCleanup(`delete Redis keys ${prefix}*`, async () => {
+    const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    await redis.connect();
+    try {
+      let cursor = "0";
+      do {
+        const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 2000);
+        cursor = next;
+        if (keys.length) await redis.unlink(...keys);
+      } while (cursor !== "0");
+    } finally {
+      redis.disconnect();
+    }
+  });
+  return prefix;
+}
+
+async function createDatabase(): Promise<string> {
+  const name = `deputy_bench_audit_${randomBytes(6).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  onCleanup(`drop database ${name}`, async () => {
+    const client = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
+    await client.connect();
+    try {
+      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    } finally {
+      await client.end();
+    }
+  });
+  const url = new URL(POSTGRES_ADMIN_URL);
+  url.pathname = `/${name}`;
+  return url.href;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 1. Token exchange with and without audit events
+
+interface Fixture {
+  agent: string;
+  secret: string;
+  subjectToken: string;
+}
+
+async function seed(env: Record<string, string>): Promise<Fixture> {
+  const deputy = await createDeputy(loadConfig(env), createLogger("warn"));
+  try {
+    const context = { actor: "bench" };
+    const person = await deputy.people.create(context, {
+      email: "bench@example.com",
+      name: "Bench",
+      password: randomBytes(16).toString("base64url"),
+    });
+    await deputy.resources.create(context, {
+      uri: RESOURCE_URI,
+      name: "Ledger (bench)",
+      scopes: [{ name: "ledger.read", description: "Read the ledger", risk: "low" }],
+    });
+    const agent = await deputy.agents.create(context, {
+      name: "Bench agent",
+      owner: person.email,
+      purpose: "benchmark",
+      grants: [{ resource: RESOURCE_URI, scopes: ["ledger.read"] }],
+      auth: { method: "client_secret" },
+    });
+    const delegation = await deputy.delegations.create(context, {
+      personId: person.id,
+      agentClientId: agent.client_id,
+      taskId: "bench",
+      taskDescription: "Benchmark auditing",
+      scopes: ["ledger.read"],
+      resources: [RESOURCE_URI],
+      endsAt: new Date(Date.now() + 2 * 3600_000),
+    });
+    const subject = await issueSubjectToken({ provider: deputy.provider, audit: deputy.audit }, context, {
+      ...delegation,
+      agentClientId: agent.client_id,
+      personEmail: person.email,
+    });
+    return { agent: agent.client_id, secret: agent.client_secret ?? "", subjectToken: subject.access_token };
+  } finally {
+    await deputy.close();
+  }
+}
+
+const CLOCK_TICKS = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
+function cpuSeconds(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+
+async function startServer(env: Record<string, string>) {
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  children.add(child);
+  let output = "";
+  const keep = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-20_000);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill("SIGTERM");
+    if (!(await Promise.race([exited.then(() => true), sleep(20_000).then(() => false)]))) {
+      child.kill("SIGKILL");
+      await exited;
+    }
+  };
+  onCleanup(`stop server pid ${child.pid}`, stop);
+  const url = `http://127.0.0.1:${env.PORT}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`server exited during start-up:\n${output}`);
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) break;
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`server did not become healthy in 60 s:\n${output}`);
+    await sleep(200);
+  }
+  return { url, child, stop };
+}
+
+const basic = (id: string, secret: string) =>
+  `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString("base64")}`;
+
+const exchangeTarget = (base: string, fixture: Fixture): Target => ({
+  base,
+  path: "/token",
+  headers: {
+    "content-type": "application/x-www-form-urlencoded",
+    authorization: basic(fixture.agent, fixture.secret),
+  },
+  body: new URLSearchParams({
+    grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+    subject_token: fixture.subjectToken,
+    subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
+    resource: RESOURCE_URI,
+    reasoning: "Reconcile this month's ledger entries for the person who asked",
+  }).toString(),
+});
+
+interface ExchangeRun extends LoadResult {
+  mode: "audited" | "off";
+  serverCores: number;
+}
+
+const failures: string[] = [];
+
+async function exchangeRun(env: Record<string, string>, fixture: Fixture, mode: "audited" | "off") {
+  const server = await startServer(mode === "off" ? { ...env, DEPUTY_BENCH_AUDIT_OFF: "1" } : env);
+  try {
+    const target = exchangeTarget(server.url, fixture);
+    const probe = await fetch(new URL(target.path, target.base), {
+      method: "POST",
+      headers: target.headers,
+      body: target.body,
+    });
+    if (probe.status !== 200) throw new Error(`token exchange failed: ${probe.status} ${await probe.text()}`);
+    await closedLoop([target], { connections: CONNECTIONS, seconds: WARMUP_SECONDS });
+    const cpuBefore = cpuSeconds(server.child.pid);
+    const from = performance.now();
+    const result = await closedLoop([target], { connections: CONNECTIONS, seconds: MEASURE_SECONDS });
+    const wall = (performance.now() - from) / 1000;
+    const run: ExchangeRun = {
+      ...result,
+      mode,
+      serverCores: (cpuSeconds(server.child.pid) - cpuBefore) / wall,
+    };
+    console.log(
+      `  ${mode.padEnd(8)} ${run.rps.toFixed(0).padStart(6)} exchanges/s  p50 ${run.p50.toFixed(2)} ms  p99 ${run.p99.toFixed(2)} ms` +
+        `  non-2xx ${run.non2xx}  errors ${run.errors}  server CPU ${run.serverCores.toFixed(2)} cores`,
+    );
+    if (run.non2xx || run.errors)
+      failures.push(`exchange ${mode}: ${run.non2xx} non-2xx, ${run.errors} errors`);
+    return run;
+  } finally {
+    await server.stop();
+  }
+}
+
+interface ExchangeSetup {
+  setup: string;
+  runs: ExchangeRun[];
+  audited: number;
+  off: number;
+  cost: number;
+}
+
+async function exchangeSetup(setup: string, databaseUrl?: string): Promise<ExchangeSetup> {
+  console.log(`\n## token exchange, ${setup}: audited vs DEPUTY_BENCH_AUDIT_OFF=1 (measurement only)`);
+  const port = await freePort();
+  const env: Record<string, string> = {
+    NODE_ENV: "test",
+    LOG_LEVEL: "warn",
+    HOST: "127.0.0.1",
+    PORT: String(port),
+    ISSUER: `http://127.0.0.1:${port}`,
+    DEPUTY_DATA_DIR: path.join(tempDir(), "data"),
+    REDIS_URL,
+    REDIS_PREFIX: redisPrefix(),
+    DEPUTY_BOOTSTRAP_ADMIN_SECRET: ADMIN_SECRET,
+    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+  };
+  const fixture = await seed(env);
+  const runs: ExchangeRun[] = [];
+  // Alternating order (A B, B A, …) so drift in the machine's load falls on both sides.
+  for (let round = 0; round < ROUNDS; round++) {
+    const order: ("audited" | "off")[] = round % 2 === 0 ? ["audited", "off"] : ["off", "audited"];
+    for (const mode of order) runs.push(await exchangeRun(env, fixture, mode));
+  }
+  const mean = (mode: string) => {
+    const of = runs.filter((r) => r.mode === mode);
+    return of.reduce((sum, r) => sum + r.rps, 0) / of.length;
+  };
+  const audited = mean("audited");
+  const off = mean("off");
+  return { setup, runs, audited, off, cost: 1 - audited / off };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 2–4. The writer on its own
+
+async function openBenchDatabase(kind: "pglite" | "postgresql"): Promise<Database> {
+  const db =
+    kind === "pglite"
+      ? await openDatabase({ dataDir: tempDir() })
+      : await openDatabase({ databaseUrl: await createDatabase(), dataDir: tempDir() });
+  onCleanup(`close ${kind}`, () => db.close());
+  return db;
+}
+
+const event = (run: string, n: number) => ({
+  type: "exchange" as const,
+  action: run,
+  decision: "allow" as const,
+  delegatedBy: "bench@example.com",
+  agentChain: ["agt_bench_sub", "agt_bench"],
+  resource: RESOURCE_URI,
+  scopesAsked: ["ledger.read"],
+  scopesGranted: ["ledger.read"],
+  delegationId: "7b0f8a1e-7f65-4c3e-9d55-0b5d1c2f9a10",
+  taskId: "bench",
+  details: { jti: randomBytes(32).toString("base64url"), n },
+  agentClaim: "Reconcile this month's ledger entries for the person who asked",
+});
+
+/** The writer as it was before the chain: the same batching, rows inserted with one createMany. */
+class PlainBatcher {
+  #queue: { row: Prisma.AuditEventCreateManyInput; done: () => void; fail: (e: unknown) => void }[] = [];
+  #flushing = false;
+  constructor(readonly db: Database) {}
+  write(row: Prisma.AuditEventCreateManyInput): Promise<void> {
+    return new Promise((done, fail) => {
+      this.#queue.push({ row, done, fail });
+      if (!this.#flushing && this.#queue.length === 1) setImmediate(() => void this.#flush());
+    });
+  }
+  async #flush(): Promise<void> {
+    if (this.#flushing || !this.#queue.length) return;
+    this.#flushing = true;
+    const batch = this.#queue.splice(0, 500);
+    try {
+      await this.db.prisma.$transaction([
+        this.db.prisma.auditEvent.createMany({ data: batch.map((b) => b.row) }),
+      ]);
+      for (const b of batch) b.done();
+    } catch (error) {
+      for (const b of batch) b.fail(error);
+    }
+    this.#flushing = false;
+    if (this.#queue.length) setImmediate(() => void this.#flush());
+  }
+}
+
+/** `outstanding` writers, each writing its next event when the last one is committed, for `seconds`. */
+async function writerThroughput(write: (n: number) => Promise<void>, seconds: number) {
+  let n = 0;
+  let errors = 0;
+  const deadline = performance.now() + seconds * 1000;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: WRITER_OUTSTANDING }, async () => {
+      while (performance.now() < deadline) {
+        try {
+          await write(n++);
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  return { perSecond: (n - errors) / ((performance.now() - started) / 1000), errors };
+}
+
+interface WriterResult {
+  kind: string;
+  chained: number;
+  plain: number;
+  sustained: {
+    offered: number;
+    sent: number;
+    committed: number;
+    rows: number;
+    errors: number;
+    p50: number;
+    p99: number;
+    max: number;
+    achieved: number;
+  };
+  verified: boolean;
+  verifySeconds: number;
+  export: { events: number; seconds: number; megabytes: number; heapGrowthMb: number };
+}
+
+async function writerBench(kind: "pglite" | "postgresql"): Promise<WriterResult> {
+  console.log(`\n## audit writer, ${kind}`);
+  const db = await openBenchDatabase(kind);
+  const writer = new GroupCommitWriter(db.prisma, db.sql);
+  const audit = new AuditLog(db.prisma, writer);
+  const plain = new PlainBatcher(db);
+  const context = { actor: "agt_bench_sub", requestId: "bench", clientAddress: "127.0.0.1" };
+  const plainRow = (n: number): Prisma.AuditEventCreateManyInput => ({
+    ...event("bench.plain", n),
+    actor: context.actor,
+    requestId: context.requestId,
+    clientAddress: context.clientAddress,
+  });
+
+  // Warm-up, then alternate chained and plain.
+  await writerThroughput((n) => audit.commit(context, event("bench.warmup", n)), 1);
+  const chainedRuns: number[] = [];
+  const plainRuns: number[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const chained = await writerThroughput(
+      (n) => audit.commit(context, event("bench.chained", n)),
+      WRITER_SECONDS,
+    );
+    const flat = await writerThroughput((n) => plain.write(plainRow(n)), WRITER_SECONDS);
+    chainedRuns.push(chained.perSecond);
+    plainRuns.push(flat.perSecond);
+    console.log(
+      `  max throughput: chained ${chained.perSecond.toFixed(0)} events/s, plain insert ${flat.perSecond.toFixed(0)} events/s`,
+    );
+  }
+  // The plain rows are not part of the chain: remove them before verifying.
+  await db.sql.query("DELETE FROM audit_events WHERE action = 'bench.plain'");
+
+  // Sustained: SUSTAINED_RATE events/s, evenly spaced, for SUSTAINED_SECONDS.
+  const latencies: number[] = [];
+  let errors = 0;
+  let sent = 0;
+  const pending: Promise<void>[] = [];
+  const total = SUSTAINED_RATE * SUSTAINED_SECONDS;
+  const start = performance.now();
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * SUSTAINED_RATE) + 1);
+    while (sent < due) {
+      const began = performance.now();
+      const n = sent++;
+      pending.push(
+        audit.commit(context, event("bench.sustained", n)).then(
+          () => {
+            latencies.push(performance.now() - began);
+          },
+          () => {
+            errors++;
+          },
+        ),
+      );
+    }
+    await sleep(2);
+  }
+  await Promise.all(pending);
+  const elapsed = (performance.now() - start) / 1000;
+  const rows = Number(
+    (
+      await db.sql.query<{ n: string }>(
+        "SELECT count(*)::text AS n FROM audit_events WHERE action = 'bench.sustained'",
+      )
+    )[0]?.n,
+  );
+  const sorted = Float64Array.from(latencies).sort();
+  const sustained = {
+    offered: SUSTAINED_RATE,
+    sent,
+    committed: latencies.length,
+    rows,
+    errors,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    max: sorted.at(-1) ?? Number.NaN,
+    achieved: latencies.length / elapsed,
+  };
+  console.log(
+    `  sustained ${SUSTAINED_RATE}/s for ${SUSTAINED_SECONDS} s: ${sent} sent, ${latencies.length} committed, ${rows} rows,` +
+      ` ${errors} errors, commit latency p50 ${sustained.p50.toFixed(1)} ms p99 ${sustained.p99.toFixed(1)} ms max ${sustained.max.toFixed(1)} ms`,
+  );
+  if (rows !== sent || errors)
+    failures.push(`${kind}: sustained load lost events (${sent} sent, ${rows} rows)`);
+
+  const verifyStart = performance.now();
+  const report = await verifyAuditTrail(db.prisma, { archiveDir: tempDir() });
+  const verifySeconds = (performance.now() - verifyStart) / 1000;
+  console.log(
+    `  verify: ${report.ok ? "ok" : `FAILED ${JSON.stringify(report.first_bad)}`}, ${report.checked.events} events in ${verifySeconds.toFixed(1)} s`,
+  );
+  if (!report.ok) failures.push(`${kind}: the chain did not verify`);
+
+  // Export everything, watching the heap.
+  global.gc?.();
+  const heapBefore = process.memoryUsage().heapUsed;
+  let heapPeak = heapBefore;
+  const sampler = setInterval(() => {
+    heapPeak = Math.max(heapPeak, process.memoryUsage().heapUsed);
+  }, 20);
+  const exportStart = performance.now();
+  let bytes = 0;
+  let exported = 0;
+  for await (const chunk of exportChunks(
+    (async function* () {
+      for await (const view of iterateEvents(db.prisma, {})) {
+        exported++;
+        yield view;
+      }
+    })(),
+    "ndjson",
+  ))
+    bytes += Buffer.byteLength(chunk);
+  clearInterval(sampler);
+  const exportSeconds = (performance.now() - exportStart) / 1000;
+  const exportResult = {
+    events: exported,
+    seconds: exportSeconds,
+    megabytes: bytes / 1e6,
+    heapGrowthMb: (heapPeak - heapBefore) / 1e6,
+  };
+  console.log(
+    `  export: ${exported} events, ${exportResult.megabytes.toFixed(1)} MB NDJSON in ${exportSeconds.toFixed(1)} s` +
+      ` (${(exported / exportSeconds).toFixed(0)} events/s), heap grew at most ${exportResult.heapGrowthMb.toFixed(1)} MB`,
+  );
+  await writer.drain();
+  const avg = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+  return {
+    kind,
+    chained: avg(chainedRuns),
+    plain: avg(plainRuns),
+    sustained,
+    verified: report.ok,
+    verifySeconds,
+    export: exportResult,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Report
+
+function machine() {
+  const cpuModel = readFileSync("/proc/cpuinfo", "utf8")
+    .match(/^model name\s*:\s*(.+)$/m)?.[1]
+    ?.trim();
+  let nproc = String(os.availableParallelism());
+  try {
+    nproc = execFileSync("nproc").toString().trim();
+  } catch {}
+  return { date: new Date().toISOString().replace(/\.\d+Z$/, "Z"), nproc, cpuModel, node: process.version };
+}
+
+const pct = (value: number) => `${(value * 100).toFixed(1)}%`;
+const verdict = (ok: boolean) => (ok ? "met" : "**missed**");
+
+function markdown(exchanges: ExchangeSetup[], writers: WriterResult[]): string {
+  const m = machine();
+  const lines = [
+    `Run ${m.date} on ${m.nproc} CPU (\`nproc\`), ${m.cpuModel}, Node ${m.node}; load generator in the benchmark process` +
+      ` on the same machine. Token exchange: ${CONNECTIONS} connections, ${MEASURE_SECONDS} s per figure after a` +
+      ` ${WARMUP_SECONDS} s warm-up, ${ROUNDS} rounds alternating audited / DEPUTY_BENCH_AUDIT_OFF=1 (measurement only).`,
+    "",
+    "| setup | auditing | exchanges/s | p50 ms | p99 ms | server CPU (cores) |",
+    "|---|---|---:|---:|---:|---:|",
+  ];
+  for (const setup of exchanges) {
+    for (const run of setup.runs) {
+      lines.push(
+        `| ${setup.setup} | ${run.mode === "audited" ? "on" : "off (bench only)"} | ${run.rps.toFixed(0)} | ${run.p50.toFixed(2)} | ${run.p99.toFixed(2)} | ${run.serverCores.toFixed(2)} |`,
+      );
+    }
+  }
+  lines.push(
+    "",
+    "| writer | chained events/s (max) | plain insert events/s | chain cost | 2,000/s for 10 s: committed / rows | commit p50 / p99 ms | verify | export (flat heap) |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+  );
+  for (const w of writers) {
+    lines.push(
+      `| ${w.kind} | ${w.chained.toFixed(0)} | ${w.plain.toFixed(0)} | ${pct(1 - w.chained / w.plain)} | ${w.sustained.committed} / ${w.sustained.rows} of ${w.sustained.sent} | ${w.sustained.p50.toFixed(1)} / ${w.sustained.p99.toFixed(1)} | ${w.verified ? "ok" : "FAILED"} in ${w.verifySeconds.toFixed(1)} s | ${w.export.events} events, ${(w.export.events / w.export.seconds).toFixed(0)}/s, heap +${w.export.heapGrowthMb.toFixed(1)} MB |`,
+    );
+  }
+  lines.push("", "| goal | measured | |", "|---|---:|---|");
+  for (const setup of exchanges) {
+    lines.push(
+      `| ${setup.setup}: auditing costs ≤ ${pct(GOALS.auditCost)} of exchange throughput | ${pct(setup.cost)} (${setup.audited.toFixed(0)} vs ${setup.off.toFixed(0)}/s) | ${verdict(setup.cost <= GOALS.auditCost)} |`,
+    );
+  }
+  for (const w of writers) {
+    const ok = w.sustained.rows === w.sustained.sent && w.sustained.errors === 0 && w.verified;
+    lines.push(
+      `| ${w.kind}: ${GOALS.sustainedRate} events/s sustained without loss | ${w.sustained.achieved.toFixed(0)}/s, ${w.sustained.rows}/${w.sustained.sent} rows | ${verdict(ok)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  try {
+    const exchanges = [
+      await exchangeSetup("1 process, PGlite"),
+      await exchangeSetup("1 process, PostgreSQL", await createDatabase()),
+    ];
+    const writers = [await writerBench("pglite"), await writerBench("postgresql")];
+    console.log(`\n${markdown(exchanges, writers)}\n`);
+  } finally {
+    await cleanUp();
+  }
+  console.log(`finished in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  if (failures.length) {
+    console.error(`\nFAILED:\n- ${failures.join("\n- ")}`);
+    process.exitCode = 1;
+  }
+}
+
+main().catch(async (error: unknown) => {
+  console.error("bench failed:", error instanceof Error ? (error.stack ?? error.message) : error);
+  await cleanUp();
+  process.exit(1);
+});

@@ -1,0 +1,80 @@
+// The audit trail's read side and upkeep, as the admin API and the scheduled retention job use it.
+import type { PrismaClient } from "../generated/prisma/client.ts";
+import { type ArchiveResult, archiveAuditEvents, archiveView } from "./audit-archive.ts";
+import type { AuditContext, AuditLog } from "./audit-log.ts";
+import {
+  type AuditFilter,
+  type AuditPage,
+  type AuditStats,
+  archivesOverlapping,
+  iterateEvents,
+  queryPage,
+  queryStats,
+  type StatDimension,
+} from "./audit-query.ts";
+import { type Anchor, type VerifyReport, verifyAuditTrail } from "./audit-verify.ts";
+import { LegalHolds } from "./legal-holds.ts";
+
+export interface AuditSettings {
+  /** DEPUTY_AUDIT_HOT_DAYS */
+  hotDays: number;
+  /** DEPUTY_AUDIT_ARCHIVE_DIR (default DEPUTY_DATA_DIR/audit-archive) */
+  archiveDir: string;
+}
+
+export class AuditTrail {
+  readonly holds: LegalHolds;
+  readonly #prisma: PrismaClient;
+  readonly #audit: AuditLog;
+  readonly settings: AuditSettings;
+
+  constructor(prisma: PrismaClient, audit: AuditLog, settings: AuditSettings) {
+    this.#prisma = prisma;
+    this.#audit = audit;
+    this.settings = settings;
+    this.holds = new LegalHolds(prisma, audit);
+  }
+
+  query(
+    filter: AuditFilter,
+    options: { limit: number; order: "asc" | "desc"; after?: bigint },
+  ): Promise<AuditPage> {
+    return queryPage(this.#prisma, filter, options);
+  }
+
+  stats(filter: AuditFilter, dimensions: StatDimension[]): Promise<AuditStats> {
+    return queryStats(this.#prisma, filter, dimensions);
+  }
+
+  events(filter: AuditFilter) {
+    return iterateEvents(this.#prisma, filter);
+  }
+
+  archivesOverlapping(filter: AuditFilter) {
+    return archivesOverlapping(this.#prisma, filter);
+  }
+
+  async archives() {
+    const archives = await this.#prisma.auditArchive.findMany({ orderBy: { fromSeq: "asc" } });
+    return archives.map(archiveView);
+  }
+
+  verify(anchor?: Anchor): Promise<VerifyReport> {
+    return verifyAuditTrail(this.#prisma, { archiveDir: this.settings.archiveDir, anchor });
+  }
+
+  /** Archives events older than the hot window (what the scheduled retention job runs). */
+  archive(
+    context?: AuditContext,
+    options: { now?: Date; eventsPerFile?: number } = {},
+  ): Promise<ArchiveResult> {
+    return archiveAuditEvents({
+      prisma: this.#prisma,
+      audit: this.#audit,
+      dir: this.settings.archiveDir,
+      hotDays: this.settings.hotDays,
+      context,
+      ...options,
+    });
+  }
+}

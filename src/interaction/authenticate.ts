@@ -1,0 +1,58 @@
+// Sign-in for local accounts: email + password (scrypt). Every failure looks the same to the visitor, and an
+// unknown email costs the same work as a known one (the password is checked against a dummy hash), so neither
+// the message nor the timing tells whether an account exists. Offboarded people cannot sign in.
+import { randomBytes } from "node:crypto";
+import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
+import type { Person, PrismaClient } from "../generated/prisma/client.ts";
+import { hashPassword, verifyPassword } from "../security/secrets.ts";
+import type { LoginThrottle } from "./login-throttle.ts";
+
+export type SignInResult = { ok: true; person: Person } | { ok: false; reason: "invalid" | "throttled" };
+
+const MAX_EMAIL = 254;
+const MAX_PASSWORD = 1024;
+
+export class Authenticator {
+  readonly #prisma: PrismaClient;
+  readonly #throttle: LoginThrottle;
+  readonly #audit: AuditLog;
+  readonly #dummyHash: Promise<string>;
+
+  constructor(prisma: PrismaClient, throttle: LoginThrottle, audit: AuditLog) {
+    this.#prisma = prisma;
+    this.#throttle = throttle;
+    this.#audit = audit;
+    this.#dummyHash = hashPassword(randomBytes(16).toString("base64url"));
+  }
+
+  async signIn(context: AuditContext, rawEmail: unknown, rawPassword: unknown): Promise<SignInResult> {
+    const email = typeof rawEmail === "string" ? rawEmail.trim().toLowerCase().slice(0, MAX_EMAIL) : "";
+    const password = typeof rawPassword === "string" ? rawPassword.slice(0, MAX_PASSWORD) : "";
+    const address = context.clientAddress ?? "unknown";
+    const event = { type: "login" as const, decision: "deny" as const };
+    if (await this.#throttle.blocked(email, address)) {
+      await this.#audit.record(
+        { ...context, actor: email || "anonymous" },
+        { ...event, action: "login.throttled", reason: "too many failed attempts" },
+      );
+      return { ok: false, reason: "throttled" };
+    }
+    const person = email ? await this.#prisma.person.findUnique({ where: { email } }) : null;
+    const matches = await verifyPassword(password, person?.passwordHash ?? (await this.#dummyHash));
+    if (!person || !matches || person.status !== "active") {
+      await this.#throttle.fail(email, address);
+      const reason = !person ? "unknown account" : !matches ? "wrong password" : `person is ${person.status}`;
+      await this.#audit.record(
+        { ...context, actor: email || "anonymous" },
+        { ...event, action: "login.failure", reason, target: person?.id },
+      );
+      return { ok: false, reason: "invalid" };
+    }
+    await this.#throttle.succeed(email);
+    await this.#audit.record(
+      { ...context, actor: person.email },
+      { type: "login", action: "login.success", decision: "allow", target: person.id },
+    );
+    return { ok: true, person };
+  }
+}

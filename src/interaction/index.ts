@@ -1,0 +1,112 @@
+// People approve delegation: sign-in, consent, CIBA approvals and "my delegations", assembled for app.ts.
+// createPeopleUi is called before the provider exists (the provider needs its hooks); routes(provider) after.
+import { Router } from "@koa/router";
+import type { Redis } from "ioredis";
+import type { JWK } from "jose";
+import type { Context, Middleware, Next } from "koa";
+import compose from "koa-compose";
+import type Provider from "oidc-provider";
+import type { AuditLog } from "../audit/audit-log.ts";
+import type { Config } from "../config.ts";
+import type { DelegationStore } from "../delegation/delegations.ts";
+import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import type { PrismaClient } from "../generated/prisma/client.ts";
+import type { Logger } from "../logger.ts";
+import { Authenticator } from "./authenticate.ts";
+import { PendingApprovals } from "./ciba.ts";
+import { deriveCookieKeys } from "./keys.ts";
+import { LoginThrottle } from "./login-throttle.ts";
+import { Pages, STYLESHEET_PATH } from "./pages.ts";
+import { createProviderHooks, type ProviderHooks } from "./provider-hooks.ts";
+import { accountRoutes } from "./routes/account.ts";
+import { approvalsRoutes } from "./routes/approvals.ts";
+import { delegationsRoutes } from "./routes/delegations.ts";
+import { interactionRoutes } from "./routes/interaction.ts";
+import { UiSessionStore } from "./ui-sessions.ts";
+import { loadVisitor, type PeopleUiServices, pageErrors, type WebDeps } from "./web.ts";
+
+export type { PeopleUiServices } from "./web.ts";
+
+export interface PeopleUiDeps {
+  config: Config;
+  prisma: PrismaClient;
+  redis: Redis;
+  audit: AuditLog;
+  bus: InvalidationBus;
+  delegations: DelegationStore;
+  signingKeys: JWK[];
+  log: Logger;
+}
+
+export interface PeopleUi {
+  hooks: ProviderHooks;
+  /** The pages' routes; requests for other paths pass through. */
+  routes(provider: Provider, services: PeopleUiServices): Middleware;
+}
+
+const PATHS = /^\/(?:$|login$|logout$|approvals(?:\/|$)|delegations(?:\/|$)|interaction(?:\/|$))/;
+
+export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
+  const { config, prisma, redis, audit } = deps;
+  const cookieKeys = deriveCookieKeys(deps.signingKeys);
+  const sessions = new UiSessionStore(redis, config.redisPrefix, config.sessionSeconds);
+  const pending = new PendingApprovals(redis, config.redisPrefix);
+  const pages = new Pages();
+  const throttle = new LoginThrottle(redis, config.redisPrefix, config.login);
+  const authenticator = new Authenticator(prisma, throttle, audit);
+  const hooks = createProviderHooks({
+    config,
+    prisma,
+    audit,
+    delegations: deps.delegations,
+    sessions,
+    pending,
+    pages,
+    cookieKeys,
+  });
+
+  return {
+    hooks,
+    routes(provider, services) {
+      const web: WebDeps = {
+        ...deps,
+        provider,
+        sessions,
+        pending,
+        pages,
+        authenticator,
+        serverKey: cookieKeys[0] as Buffer,
+        services,
+      };
+      const router = new Router();
+      for (const routes of [
+        accountRoutes(web),
+        interactionRoutes(web),
+        approvalsRoutes(web),
+        delegationsRoutes(web),
+      ]) {
+        router.use(routes.routes());
+      }
+      const stack = compose([pageErrors(web), loadVisitor(web), router.routes(), router.allowedMethods()]);
+      return async (ctx: Context, next: Next) => {
+        if (ctx.path === STYLESHEET_PATH && (ctx.method === "GET" || ctx.method === "HEAD")) {
+          ctx.set("Cache-Control", "public, max-age=3600");
+          ctx.set("X-Content-Type-Options", "nosniff");
+          ctx.type = "text/css; charset=utf-8";
+          ctx.body = pages.stylesheet;
+          return;
+        }
+        if (!PATHS.test(ctx.path)) return next();
+        await stack(ctx as never, async () => {});
+        if (ctx.status === 404 && ctx.body === undefined) {
+          pages.render(
+            ctx,
+            "error.njk",
+            { title: "Not found", message: "There is no page here." },
+            { status: 404 },
+          );
+        }
+      };
+    },
+  };
+}

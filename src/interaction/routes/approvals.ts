@@ -1,0 +1,156 @@
+// /approvals: CIBA requests waiting for the signed-in person, with the same details as the consent page plus
+// the binding message; approving or denying completes the agent's backchannel request.
+import { Router } from "@koa/router";
+import type { Context } from "koa";
+import type { BackchannelAuthenticationRequest } from "oidc-provider";
+import { errors } from "oidc-provider";
+import { approveRequest, highRiskGranted, readDecision, recordDenial } from "../approve.ts";
+import { csrfToken } from "../csrf.ts";
+import { loadDelegationRequest } from "../delegation-request.ts";
+import { formatTime } from "../format.ts";
+import { PageError } from "../page-error.ts";
+import { requestView } from "../request-view.ts";
+import {
+  answerOnce,
+  auditContext,
+  layoutVariables,
+  readForm,
+  redirect,
+  redirectToLogin,
+  requireCsrf,
+  signedIn,
+  type WebDeps,
+} from "../web.ts";
+
+const REQUEST_ID = /^[\w-]{10,128}$/;
+
+const NOTICES: Record<string, string> = {
+  approved: "Approved. The agent can now pick up its token.",
+  denied: "Denied. The agent has been told you declined.",
+};
+
+export function approvalsRoutes(deps: WebDeps): Router {
+  const { provider } = deps;
+  const router = new Router({ prefix: "/approvals" });
+
+  /** A request still waiting for this person, or undefined. */
+  async function pendingRequest(
+    personId: string,
+    id: string,
+  ): Promise<BackchannelAuthenticationRequest | undefined> {
+    if (!REQUEST_ID.test(id)) return undefined;
+    const request = await provider.BackchannelAuthenticationRequest.find(id);
+    if (!request || request.accountId !== personId || request.grantId || request.error) return undefined;
+    return request;
+  }
+
+  const settings = () => ({
+    untaskedSeconds: deps.config.untaskedDelegationSeconds,
+    maxDepth: deps.config.maxDelegationDepth,
+  });
+
+  router.get("/", async (ctx: Context) => {
+    const current = signedIn(ctx);
+    if (!current) return redirectToLogin(ctx, "/approvals");
+    const requests = [];
+    for (const id of await deps.pending.list(current.person.id)) {
+      const request = await pendingRequest(current.person.id, id);
+      if (!request) {
+        await deps.pending.remove(current.person.id, id);
+        continue;
+      }
+      const params = (request.params ?? {}) as Record<string, unknown>;
+      let loaded: Awaited<ReturnType<typeof loadDelegationRequest>>;
+      try {
+        loaded = await loadDelegationRequest(
+          deps.prisma,
+          deps.config.issuer,
+          String(request.clientId),
+          params,
+        );
+      } catch {
+        continue; // the agent is no longer active: its request cannot be approved
+      }
+      requests.push({
+        id,
+        formId: `approval-${requests.length + 1}`,
+        csrf: csrfToken(current.session.csrfSecret, `ciba:${id}`),
+        bindingMessage: typeof params.binding_message === "string" ? params.binding_message : undefined,
+        askedAt: formatTime(new Date(Number(request.iat) * 1000)),
+        expiresAt: formatTime(new Date(Number(request.exp) * 1000)),
+        view: await requestView(deps.prisma, settings(), loaded.agent, loaded.request),
+      });
+    }
+    deps.pages.render(ctx, "approvals.njk", {
+      title: "Approvals",
+      ...layoutVariables(ctx, "approvals"),
+      requests,
+      notice: NOTICES[String(ctx.query.done)],
+    });
+  });
+
+  router.post("/:id", async (ctx: Context) => {
+    const form = await readForm(ctx);
+    const current = signedIn(ctx);
+    if (!current) throw new PageError(403, "Signed out", "Sign in again to answer this request.");
+    const id = ctx.params.id ?? "";
+    requireCsrf(current.session.csrfSecret, `ciba:${id}`, form);
+    const decision = readDecision(form);
+    const request = await pendingRequest(current.person.id, id);
+    if (!request)
+      throw new PageError(404, "Request not found", "This request has expired or was already answered.", {
+        href: "/approvals",
+        label: "Back to approvals",
+      });
+    const { agent, request: asked } = await loadDelegationRequest(
+      deps.prisma,
+      deps.config.issuer,
+      String(request.clientId),
+      (request.params ?? {}) as Record<string, unknown>,
+    );
+    const claim = await answerOnce(deps, `ciba:${id}`);
+    const context = auditContext(ctx, current.person.email);
+    try {
+      if (decision.approve) {
+        const approval = await approveRequest(
+          { provider, delegations: deps.delegations, untaskedSeconds: deps.config.untaskedDelegationSeconds },
+          context,
+          current.person.id,
+          agent,
+          asked,
+          decision,
+        );
+        await provider.backchannelResult(request, approval.grant, { rar: approval.rar });
+        // A CIBA approval of high-risk scopes is also the person's fresh step-up approval of them (policy).
+        for (const { resource, scopes } of highRiskGranted(agent, approval.delegation)) {
+          await deps.services.recordStepUp?.(context, {
+            personId: current.person.id,
+            agentClientId: agent.clientId,
+            resource,
+            scopes,
+            requestRef: request.jti,
+          });
+        }
+      } else {
+        await recordDenial(deps.audit, context, current.person.email, asked, "ciba");
+        // CIBA Core §11: the agent polling the token endpoint learns of the refusal as access_denied.
+        await provider.backchannelResult(
+          request,
+          new errors.AccessDenied("the person declined the delegation"),
+        );
+      }
+    } catch (error) {
+      await claim.release();
+      if (error instanceof PageError && !error.link)
+        throw new PageError(error.status, error.title, error.message, {
+          href: "/approvals",
+          label: "Back to approvals",
+        });
+      throw error;
+    }
+    await deps.pending.remove(current.person.id, id);
+    redirect(ctx, `/approvals?done=${decision.approve ? "approved" : "denied"}`);
+  });
+
+  return router;
+}

@@ -1,0 +1,109 @@
+// /delegations: the signed-in person's active delegations — agent, task, permissions, end, and the chains of
+// sub-agents acting under each (from the token lineage) — each with a Revoke button.
+import { Router } from "@koa/router";
+import type { Context } from "koa";
+import { csrfToken } from "../csrf.ts";
+import { revokeOwnDelegation } from "../end-delegation.ts";
+import { formatDuration, formatTime } from "../format.ts";
+import { PageError } from "../page-error.ts";
+import {
+  auditContext,
+  layoutVariables,
+  readForm,
+  redirect,
+  redirectToLogin,
+  requireCsrf,
+  signedIn,
+  type WebDeps,
+} from "../web.ts";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const NOTICES: Record<string, string> = {
+  revoked: "Revoked. The agent and every sub-agent acting under it can no longer use it.",
+};
+
+export function delegationsRoutes(deps: WebDeps): Router {
+  const router = new Router({ prefix: "/delegations" });
+
+  router.get("/", async (ctx: Context) => {
+    const current = signedIn(ctx);
+    if (!current) return redirectToLogin(ctx, "/delegations");
+    const now = Date.now();
+    const rows = await deps.prisma.delegation.findMany({
+      where: { personId: current.person.id, status: "active", endsAt: { gt: new Date(now) } },
+      include: {
+        agent: { select: { name: true, clientId: true } },
+        tokens: { where: { depth: { gt: 1 } }, select: { actorChain: true } },
+      },
+      orderBy: { createdAt: "desc" },
+      take: 200,
+    });
+    const clientIds = [...new Set(rows.flatMap((row) => row.tokens.flatMap((token) => token.actorChain)))];
+    const names = new Map(
+      (
+        await deps.prisma.agent.findMany({
+          where: { clientId: { in: clientIds } },
+          select: { clientId: true, name: true },
+        })
+      ).map((agent) => [agent.clientId, agent.name]),
+    );
+    const delegations = rows.map((row) => {
+      // actorChain is [current, …, first]; shown first → … → current. Distinct chains only.
+      const chains = [
+        ...new Map(
+          row.tokens.map((token) => {
+            const chain = [...token.actorChain].reverse().map((id) => names.get(id) ?? id);
+            return [chain.join("\u0000"), chain] as const;
+          }),
+        ).values(),
+      ];
+      return {
+        id: row.id,
+        agentName: row.agent.name,
+        agentClientId: row.agent.clientId,
+        taskId: row.taskId,
+        taskDescription: row.taskDescription,
+        scopes: row.scopes,
+        resources: row.resources,
+        createdAt: formatTime(row.createdAt),
+        endsAt: formatTime(row.endsAt),
+        endsAtIso: row.endsAt.toISOString(),
+        remaining: formatDuration((row.endsAt.getTime() - now) / 1000),
+        chains,
+        csrf: csrfToken(current.session.csrfSecret, `revoke:${row.id}`),
+      };
+    });
+    deps.pages.render(ctx, "delegations.njk", {
+      title: "My delegations",
+      ...layoutVariables(ctx, "delegations"),
+      delegations,
+      notice: NOTICES[String(ctx.query.done)],
+    });
+  });
+
+  router.post("/:id/revoke", async (ctx: Context) => {
+    const form = await readForm(ctx);
+    const current = signedIn(ctx);
+    if (!current) throw new PageError(403, "Signed out", "Sign in again to revoke a delegation.");
+    const id = ctx.params.id ?? "";
+    requireCsrf(current.session.csrfSecret, `revoke:${id}`, form);
+    const revoked =
+      UUID.test(id) &&
+      (await revokeOwnDelegation(
+        deps.prisma,
+        deps.services.revokeDelegation,
+        auditContext(ctx, current.person.email),
+        current.person.id,
+        id,
+      ));
+    if (!revoked)
+      throw new PageError(404, "Not found", "You have no active delegation with this id.", {
+        href: "/delegations",
+        label: "Back to my delegations",
+      });
+    redirect(ctx, "/delegations?done=revoked");
+  });
+
+  return router;
+}

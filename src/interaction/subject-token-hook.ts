@@ -1,0 +1,121 @@
+// The token an agent receives at the token endpoint after a person approved (authorization code or CIBA) is the
+// delegation's subject token: opaque, for Deputy itself (audience = the issuer, so no resource server accepts
+// it), expiring no later than the delegation, carrying the delegation's claims, and recorded in the lineage
+// before it leaves the server. The agent turns it into resource tokens by token exchange (RFC 8693).
+import type { KoaContextWithOIDC, ResourceServer } from "oidc-provider";
+import { errors } from "oidc-provider";
+import type { AuditLog } from "../audit/audit-log.ts";
+import { DelegationStore } from "../delegation/delegations.ts";
+import { actClaim, type DelegatedTokenClaims, mayAct } from "../delegation/token-claims.ts";
+import type { PrismaClient } from "../generated/prisma/client.ts";
+
+export interface SubjectTokenDeps {
+  prisma: PrismaClient;
+  audit: AuditLog;
+  delegations: DelegationStore;
+  issuer: string;
+  maxDelegationSeconds: number;
+}
+
+/**
+ * What oidc-provider mints for an agent under any resource indicator it may ask for: a subject token for Deputy.
+ * At the token endpoint its lifetime is what is left of the delegation behind the grant.
+ */
+export async function subjectTokenResource(
+  deps: SubjectTokenDeps,
+  ctx: KoaContextWithOIDC,
+  agentScopes: string[],
+): Promise<ResourceServer> {
+  let ttl = deps.maxDelegationSeconds;
+  if (ctx.oidc.route === "token") {
+    const grantId = ctx.oidc.entities.Grant?.jti;
+    const row = grantId
+      ? await deps.prisma.delegation.findUnique({ where: { grantId }, select: { id: true } })
+      : null;
+    const state = row ? await deps.delegations.state(row.id) : undefined;
+    const problem = DelegationStore.unusable(state);
+    if (problem || !state) throw new errors.InvalidGrant(`no token can be issued: ${problem}`);
+    ttl = Math.floor((state.endsAt.getTime() - Date.now()) / 1000);
+    if (ttl < 1) throw new errors.InvalidGrant("no token can be issued: the delegation has ended");
+  }
+  return {
+    scope: agentScopes.join(" "),
+    audience: deps.issuer,
+    accessTokenFormat: "opaque",
+    accessTokenTTL: ttl,
+  };
+}
+
+interface MintedToken {
+  kind: string;
+  jti: string;
+  grantId?: string;
+  clientId?: string;
+  scope?: string;
+  expiration: number;
+}
+
+/** The delegation's claims for a token minted from its grant; lineage and audit are committed first. */
+export async function subjectTokenClaims(
+  deps: SubjectTokenDeps,
+  ctx: KoaContextWithOIDC | undefined,
+  token: MintedToken,
+): Promise<DelegatedTokenClaims | undefined> {
+  if (token.kind !== "AccessToken" || !token.grantId || !token.clientId) return undefined;
+  const delegation = await deps.prisma.delegation.findUnique({
+    where: { grantId: token.grantId },
+    include: { agent: true, person: true },
+  });
+  if (!delegation) return undefined;
+  if (delegation.agent.clientId !== token.clientId) throw new errors.InvalidGrant("client mismatch");
+  const clientId = token.clientId;
+  const claims: DelegatedTokenClaims = {
+    act: actClaim([clientId]),
+    delegation: {
+      id: delegation.id,
+      task_id: delegation.taskId,
+      task: delegation.taskDescription,
+      ends_at: Math.floor(delegation.endsAt.getTime() / 1000),
+      depth: 1,
+      max_depth: delegation.maxDepth,
+    },
+    ...mayAct(delegation.agent.mayDelegateTo),
+  };
+  const scopes = String(token.scope ?? "")
+    .split(" ")
+    .filter((scope) => scope && delegation.scopes.includes(scope));
+  await deps.audit.commit(
+    {
+      actor: clientId,
+      requestId: ctx?.response.get("x-request-id") || undefined,
+      clientAddress: ctx?.ip,
+    },
+    {
+      type: "consent",
+      action: "subject_token.issue",
+      decision: "allow",
+      delegatedBy: delegation.person.email,
+      agentChain: [clientId],
+      scopesGranted: scopes,
+      resource: delegation.resources.join(" "),
+      delegationId: delegation.id,
+      taskId: delegation.taskId ?? undefined,
+      details: { jti: token.jti, expires_in: token.expiration, grant_type: ctx?.oidc?.params?.grant_type },
+    },
+    {
+      issuedTokens: [
+        {
+          jti: token.jti,
+          delegationId: delegation.id,
+          clientId,
+          actorChain: [clientId],
+          scopes,
+          depth: 1,
+          format: "opaque",
+          expiresAt: new Date(Date.now() + token.expiration * 1000),
+        },
+      ],
+    },
+  );
+  return claims;
+}

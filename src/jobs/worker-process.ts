@@ -1,0 +1,69 @@
+// `deputy worker`: a process that runs only the revocation jobs, against the servers' PostgreSQL (DATABASE_URL)
+// and Redis (REDIS_URL, REDIS_PREFIX). Production servers then run with DEPUTY_WORKERS=off. It cannot use the
+// embedded database: PGlite belongs to the one server process that opened it.
+import { AuditLog } from "../audit/audit-log.ts";
+import type { Config } from "../config.ts";
+import { type Database, openDatabase } from "../db/connect.ts";
+import { GroupCommitWriter } from "../db/group-commit.ts";
+import { createInvalidationBus, type InvalidationBus } from "../events/invalidation-bus.ts";
+import type { Logger } from "../logger.ts";
+import { connectRedis, type RedisConnection } from "../redis/connect.ts";
+import { createRevocationRuntime, type RevocationRuntime } from "../revocation/runtime.ts";
+import { standaloneAdapters } from "../revocation/token-store.ts";
+
+export class WorkerSetupError extends Error {}
+
+export interface WorkerProcess {
+  runtime: RevocationRuntime;
+  close(): Promise<void>;
+}
+
+export async function startWorkerProcess(config: Config, log: Logger): Promise<WorkerProcess> {
+  if (!config.databaseUrl) {
+    throw new WorkerSetupError(
+      "deputy worker needs DATABASE_URL: the embedded database (PGlite) can only be used by the one server " +
+        "process that opened it. Point DATABASE_URL (and REDIS_URL, REDIS_PREFIX) at the PostgreSQL and Redis " +
+        "your servers use, or keep DEPUTY_WORKERS=inline on the server.",
+    );
+  }
+  const db: Database = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    log: (msg, fields) => log.info(fields ?? {}, msg),
+  });
+  let redis: RedisConnection | undefined;
+  let bus: InvalidationBus | undefined;
+  let writer: GroupCommitWriter | undefined;
+  try {
+    // Never a private Redis: the worker must share the servers' Redis.
+    redis = await connectRedis({ url: config.redisUrl, dataDir: config.dataDir, allowPrivate: false });
+    bus = await createInvalidationBus(redis.redis, redis.duplicate(), config.redisPrefix);
+    writer = new GroupCommitWriter(db.prisma, db.sql);
+    const runtime = createRevocationRuntime({
+      config,
+      prisma: db.prisma,
+      audit: new AuditLog(db.prisma, writer),
+      bus,
+      redis,
+      log,
+      adapters: standaloneAdapters(redis.redis, config.redisPrefix),
+    });
+    await runtime.startWorkers();
+    const [openBus, openRedis, openWriter] = [bus, redis, writer];
+    return {
+      runtime,
+      async close() {
+        await runtime.close();
+        await openWriter.drain();
+        await openBus.close();
+        await openRedis.close();
+        await db.close();
+      },
+    };
+  } catch (error) {
+    await bus?.close().catch(() => undefined);
+    await redis?.close().catch(() => undefined);
+    await db.close().catch(() => undefined);
+    throw error;
+  }
+}

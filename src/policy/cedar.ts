@@ -1,0 +1,256 @@
+// Cedar, in-process (WebAssembly): compiling a policy text into named policies, validating it against the schema
+// of Deputy's entities, and deciding requests against a policy set parsed once per version.
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
+
+/** Where the shipped schema and default policy set live. */
+export const POLICY_DIR = path.resolve(import.meta.dirname, "../../policies");
+export const DEFAULT_POLICY_FILE = "default.cedar";
+export const SCHEMA_FILE = "schema.cedarschema";
+
+export interface PolicySource {
+  name: string;
+  text: string;
+}
+
+/** One problem found in a policy set, located as `file:line:column` where Cedar says where. */
+export interface PolicyProblem {
+  policy?: string;
+  location?: string;
+  message: string;
+}
+
+export interface CompiledPolicySet {
+  /** Policy id → policy text. The id is the `@id` annotation, or `file:line` of the policy. */
+  policies: Record<string, string>;
+  /** Policy id → its annotations (`@reason`, `@advice`, …). */
+  annotations: Record<string, Record<string, string>>;
+  /** Policy id → where it starts in the joined text (to locate validation problems). */
+  offsets: Record<string, number>;
+  /** Policy id → the actions / resource its scope is limited to (absent: any), for slicing the set. */
+  scopes: Record<string, PolicyScope>;
+}
+
+export interface PolicyScope {
+  actions?: string[];
+  resource?: string;
+}
+
+export type CompileResult =
+  | { ok: true; set: CompiledPolicySet; warnings: PolicyProblem[] }
+  | { ok: false; errors: PolicyProblem[]; warnings: PolicyProblem[] };
+
+const SOURCE_MARKER = /^\/\/ @source (.+)$/;
+
+/** Sources are stored as one text, each preceded by a `// @source NAME` line so locations survive storage. */
+export function joinSources(sources: PolicySource[]): string {
+  return sources
+    .map(
+      ({ name, text }) =>
+        `// @source ${name.replace(/[\r\n]/g, " ")}\n${text.endsWith("\n") ? text : `${text}\n`}`,
+    )
+    .join("\n");
+}
+
+/** `file:line:column` of an offset into a joined text. */
+export function locate(text: string, offset: number): string {
+  const before = text.slice(0, Math.max(0, Math.min(offset, text.length))).split("\n");
+  let file = "policies";
+  let markerLine = 0;
+  for (let i = before.length - 1; i >= 0; i--) {
+    const match = SOURCE_MARKER.exec(before[i] as string);
+    if (match?.[1]) {
+      file = match[1];
+      markerLine = i + 1;
+      break;
+    }
+  }
+  return `${file}:${before.length - markerLine}:${(before.at(-1)?.length ?? 0) + 1}`;
+}
+
+function problem(text: string, error: cedar.DetailedError, policy?: string, base = 0): PolicyProblem {
+  const where = error.sourceLocations?.[0];
+  const help = error.help ? ` (${error.help})` : "";
+  const label = where?.label ? `: ${where.label}` : "";
+  return {
+    policy,
+    location: where ? locate(text, base + where.start) : undefined,
+    message: `${error.message}${label}${help}`,
+  };
+}
+
+/** Splits a joined text into policies with stable ids; refuses syntax errors and duplicate ids. */
+export function compile(text: string): CompileResult {
+  const parts = cedar.policySetTextToParts(text);
+  if (parts.type === "failure") {
+    return { ok: false, errors: parts.errors.map((error) => problem(text, error)), warnings: [] };
+  }
+  if (parts.policy_templates.length) {
+    return {
+      ok: false,
+      errors: [
+        { message: "policy templates (?principal, ?resource) are not supported: write static policies" },
+      ],
+      warnings: [],
+    };
+  }
+  const policies: Record<string, string> = {};
+  const annotations: Record<string, Record<string, string>> = {};
+  const offsets: Record<string, number> = {};
+  const scopes: Record<string, PolicyScope> = {};
+  const errors: PolicyProblem[] = [];
+  let cursor = 0;
+  for (const policy of parts.policies) {
+    const found = text.indexOf(policy, cursor);
+    const offset = found >= 0 ? found : cursor;
+    cursor = found >= 0 ? found + policy.length : cursor;
+    const json = cedar.policyToJson(policy);
+    const notes = json.type === "success" ? (json.json.annotations ?? {}) : {};
+    const id = notes.id?.trim() || locate(text, offset).replace(/:\d+$/, "");
+    if (id in policies) {
+      errors.push({
+        policy: id,
+        location: locate(text, offset),
+        message: `two policies have the id "${id}"`,
+      });
+      continue;
+    }
+    policies[id] = policy;
+    annotations[id] = notes;
+    offsets[id] = offset;
+    scopes[id] = json.type === "success" ? scopeOf(json.json) : {};
+  }
+  if (errors.length) return { ok: false, errors, warnings: [] };
+  if (Object.keys(policies).length === 0) {
+    return {
+      ok: false,
+      errors: [{ message: "the policy set is empty: with no permit, Cedar denies everything" }],
+      warnings: [],
+    };
+  }
+  return { ok: true, set: { policies, annotations, offsets, scopes }, warnings: [] };
+}
+
+const uidOf = (value: cedar.EntityUidJson) => ("__entity" in value ? value.__entity : value);
+
+/**
+ * The actions and resource a policy's scope is limited to. Deputy's actions and resource servers have no
+ * parents, so `in` means `==` for them; any other constraint is treated as "any" (never sliced away).
+ */
+function scopeOf(policy: cedar.PolicyJson): PolicyScope {
+  const scope: PolicyScope = {};
+  const { action, resource } = policy;
+  if (action.op === "==" && "entity" in action) scope.actions = [uidOf(action.entity).id];
+  if (action.op === "in") {
+    scope.actions = ("entities" in action ? action.entities : [action.entity]).map((uid) => uidOf(uid).id);
+  }
+  if ((resource.op === "==" || resource.op === "in") && "entity" in resource) {
+    const uid = uidOf(resource.entity);
+    if (uid.type === "ResourceServer") scope.resource = uid.id;
+  }
+  return scope;
+}
+
+/** The ids of the policies that can apply to `action` on `resource`: Cedar need not look at the others. */
+export function sliceFor(set: CompiledPolicySet, action: string, resource: string): string[] {
+  return Object.keys(set.policies).filter((id) => {
+    const scope = set.scopes[id] ?? {};
+    return (
+      (!scope.actions || scope.actions.includes(action)) && (!scope.resource || scope.resource === resource)
+    );
+  });
+}
+
+/** Validates a compiled set against the schema (strict mode); errors block applying, warnings do not. */
+export function validateSet(
+  text: string,
+  set: CompiledPolicySet,
+  schema: string,
+): { errors: PolicyProblem[]; warnings: PolicyProblem[] } {
+  const answer = cedar.validate({
+    schema,
+    policies: { staticPolicies: set.policies },
+    validationSettings: { mode: "strict" },
+  });
+  if (answer.type === "failure") {
+    // The schema itself did not parse: that is Deputy's fault, not the policy author's.
+    throw new Error(`the Cedar schema is invalid: ${answer.errors.map((e) => e.message).join("; ")}`);
+  }
+  const convert = (item: cedar.ValidationError) =>
+    problem(text, item.error, item.policyId, set.offsets[item.policyId] ?? 0);
+  return {
+    errors: answer.validationErrors.map(convert),
+    warnings: [
+      ...answer.validationWarnings.map(convert),
+      ...answer.otherWarnings.map((error) => problem(text, error)),
+    ],
+  };
+}
+
+/** The shipped schema plus one action per scope, each applying to an Agent acting on a ResourceServer. */
+export function buildSchema(base: string, actions: Iterable<string>): string {
+  const names = [...new Set(actions)].sort().map((name) => JSON.stringify(name));
+  if (names.length === 0) return base;
+  return `${base}\naction ${names.join(", ")} appliesTo {\n  principal: [Agent],\n  resource: [ResourceServer],\n  context: RequestContext,\n};\n`;
+}
+
+export function readPolicyFile(name: string): string {
+  return readFileSync(path.join(POLICY_DIR, name), "utf8");
+}
+
+export function checkSchema(schema: string): void {
+  const answer = cedar.checkParseSchema(schema);
+  if (answer.type === "failure")
+    throw new Error(`the Cedar schema is invalid: ${answer.errors.map((e) => e.message).join("; ")}`);
+}
+
+/** Parses a policy set once into Cedar's cache under `id`; decisions then name it instead of re-parsing. */
+export function preparse(id: string, set: CompiledPolicySet, only?: string[]): void {
+  const policies = only
+    ? Object.fromEntries(only.map((key) => [key, set.policies[key] as string]))
+    : set.policies;
+  const answer = cedar.preparsePolicySet(id, { staticPolicies: policies });
+  if (answer.type === "failure")
+    throw new Error(`policy set ${id} did not parse: ${answer.errors.map((e) => e.message).join("; ")}`);
+}
+
+export type CedarEntity = cedar.EntityJson;
+export type CedarContext = cedar.Context;
+
+export interface CedarDecision {
+  allow: boolean;
+  /** Policies that determined the decision: matching permits for allow, matching forbids for deny. */
+  policies: string[];
+  /** Policies that failed to evaluate (they are skipped, as Cedar does). */
+  errors: string[];
+}
+
+export function authorize(
+  setId: string,
+  request: {
+    principal: cedar.EntityUid;
+    action: string;
+    resource: cedar.EntityUid;
+    context: cedar.Context;
+    entities: cedar.EntityJson[];
+  },
+): CedarDecision {
+  const answer = cedar.statefulIsAuthorized({
+    principal: request.principal,
+    action: { type: "Action", id: request.action },
+    resource: request.resource,
+    context: request.context,
+    entities: request.entities,
+    preparsedPolicySetId: setId,
+  });
+  if (answer.type === "failure") {
+    throw new Error(`Cedar could not decide: ${answer.errors.map((e) => e.message).join("; ")}`);
+  }
+  const { decision, diagnostics } = answer.response;
+  return {
+    allow: decision === "allow",
+    policies: diagnostics.reason,
+    errors: diagnostics.errors.map((e) => `${e.policyId}: ${e.error.message}`),
+  };
+}

@@ -1,0 +1,46 @@
+// The token-exchange hook: every exchange is decided by the policy engine for each scope it would grant.
+// When the agent named no scope, high-risk scopes still waiting for the person's approval are left out of the
+// default rather than refusing the whole exchange; asked for by name, they are refused with the step-up advice.
+import type { ExchangePolicy, PolicyInput } from "../exchange/exchange-state.ts";
+import type { PolicyEngine } from "./engine.ts";
+
+export function exchangePolicy(engine: PolicyEngine): ExchangePolicy {
+  const decide = (input: PolicyInput, scopes: string[]) => {
+    const { delegation } = input;
+    return engine.decide({
+      kind: "exchange",
+      personId: input.personId,
+      personEmail: delegation.personEmail,
+      chain: input.chain,
+      resource: input.resource,
+      actions: scopes,
+      task: delegation.taskId
+        ? { id: delegation.taskId, description: delegation.taskDescription }
+        : undefined,
+      clientAddress: input.clientAddress,
+      delegationId: delegation.id,
+      audit: { actor: input.chain[0] ?? "", requestId: input.requestId, clientAddress: input.clientAddress },
+    });
+  };
+  return async (input) => {
+    let decision = await decide(input, input.scopes);
+    let scopes: string[] | undefined;
+    if (!decision.allow && !input.requestedScopes && decision.stepUp.length) {
+      const rest = input.scopes.filter((scope) => !decision.stepUp.includes(scope));
+      if (rest.length) {
+        const narrowed = await decide(input, rest);
+        if (narrowed.allow) {
+          decision = narrowed;
+          scopes = rest;
+        }
+      }
+    }
+    const verdict = { version: String(decision.version), decidedBy: decision.decidedBy };
+    if (decision.allow) return { allow: true, ...verdict, ...(scopes ? { scopes } : {}) };
+    return {
+      allow: false,
+      reason: `${decision.message} (decided by ${decision.decidedBy.join(", ")}; policy version ${decision.version})`,
+      ...verdict,
+    };
+  };
+}

@@ -1,0 +1,356 @@
+// Revocation: the one way a delegation, or a subtree of its tokens, stops working. Every trigger (task end, the
+// person, an admin, a suspension, an offboarding, the sweep, RFC 7009) comes through here.
+//
+// A revocation has two parts:
+//  1. In the database, in ONE transaction (the caller's, when the revocation is part of a larger change such as
+//     a suspension): delegations → ended/revoked with ended_at and end_reason, every token of their lineage (or
+//     of the subtree) → revoked_at, and one audit event naming the trigger and what was reached. This is the
+//     truth: exchanges and introspection consult it (through the delegation state, cached and invalidated on
+//     every process, and the lineage for JWT subject tokens).
+//  2. Outside it, after commit: the delegation caches of every process are invalidated (bus), the opaque tokens
+//     and grants are destroyed in Redis, the task-end jobs that are now pointless are dropped, and a recheck job
+//     is queued to catch tokens minted by exchanges that were already in flight. If Redis fails here, the
+//     cleanup is queued as a retried job; if even that fails, the periodic sweep finds it from the database.
+// Both parts are idempotent: running a revocation again changes nothing and audits nothing, but cleans Redis again.
+import type { AuditContext, AuditEventInput, AuditLog } from "../audit/audit-log.ts";
+import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
+import type { RevocationJobs } from "../jobs/queue.ts";
+import type { Logger } from "../logger.ts";
+import type { TokenStore } from "./token-store.ts";
+
+export const TRIGGERS = [
+  "task_end",
+  "person",
+  "admin",
+  "suspension",
+  "offboarding",
+  "sweep",
+  "rfc7009",
+] as const;
+export type RevocationTrigger = (typeof TRIGGERS)[number];
+
+/** What a revocation reaches. */
+export type RevocationScope =
+  /** These delegations and every token of their lineage. */
+  | { delegations: string[] }
+  /** This token and every token exchanged from it, at any depth (its delegation stays as it is). */
+  | { token: string }
+  /** Every active delegation whose delegate is this agent or that holds a token with it anywhere in the chain. */
+  | { agent: string }
+  /** Every active delegation this person granted. */
+  | { person: string }
+  /** Every active delegation (the emergency stop). */
+  | { all: true };
+
+export interface RevocationCause {
+  trigger: RevocationTrigger;
+  /** Why, in words: kept as the delegation's end_reason and the audit event's reason. */
+  reason: string;
+  /** `ended`: the task is over (completed, or its end time passed); `revoked`: authority withdrawn. */
+  outcome?: "ended" | "revoked";
+  /** What the revocation was aimed at (a task id, an agent, a person, a token's jti): the audit target. */
+  target?: string;
+  /** A recheck run: audited only if it finds something the first run could not. */
+  recheck?: boolean;
+}
+
+export interface RevocationSummary {
+  trigger: RevocationTrigger;
+  outcome: "ended" | "revoked";
+  /** Delegations this revocation ended or revoked (not those that already were). */
+  delegations: number;
+  /** Tokens this revocation marked revoked in the lineage (not those that already were). */
+  tokens: number;
+  delegation_ids: string[];
+}
+
+/** A revocation whose database part is written (or about to be committed) and whose Redis part is to do. */
+export interface PendingRevocation {
+  cause: RevocationCause;
+  summary: RevocationSummary;
+  /** Delegations in scope (changed now or before): their caches are dropped and their task-end jobs removed. */
+  delegationIds: string[];
+  /** Opaque, unexpired tokens in scope, revoked now or before: destroyed in Redis (idempotent). */
+  purgeJtis: string[];
+  grantIds: string[];
+  /** Subtree roots, for the recheck job. */
+  tokenRoots: string[];
+}
+
+/** Tokens purged inline up to this many; beyond, the purge is queued (their delegations already fail closed). */
+const INLINE_PURGE_LIMIT = 5_000;
+const PURGE_JOB_SIZE = 1_000;
+/** Larger sets are published as one "drop everything" invalidation. */
+const PUBLISH_EACH_LIMIT = 100;
+/** How long after a revocation the recheck runs: longer than any exchange takes from load to lineage commit. */
+export const RECHECK_DELAY_MS = 3_000;
+const TRANSACTION_OPTIONS = { maxWait: 10_000, timeout: 60_000 } as const;
+const ID_CHUNK = 5_000;
+
+type Tx = Prisma.TransactionClient;
+
+export interface RevocationDeps {
+  prisma: PrismaClient;
+  audit: AuditLog;
+  bus: InvalidationBus;
+  tokens: TokenStore;
+  jobs: RevocationJobs;
+  log: Logger;
+}
+
+export class RevocationService {
+  readonly #deps: RevocationDeps;
+
+  constructor(deps: RevocationDeps) {
+    this.#deps = deps;
+  }
+
+  /** Revokes `scope` in its own transaction, then applies it everywhere. */
+  async revoke(
+    scope: RevocationScope,
+    cause: RevocationCause,
+    context: AuditContext,
+  ): Promise<RevocationSummary> {
+    const pending = await this.#deps.prisma.$transaction(
+      (tx) => this.inTransaction(tx, scope, cause, context),
+      TRANSACTION_OPTIONS,
+    );
+    await this.afterCommit(pending);
+    return pending.summary;
+  }
+
+  /**
+   * The database part, inside the caller's transaction `tx` (with the change that caused it, e.g. the agent's
+   * suspension). Call `afterCommit` with the result once `tx` has committed.
+   */
+  async inTransaction(
+    tx: Tx,
+    scope: RevocationScope,
+    cause: RevocationCause,
+    context: AuditContext,
+  ): Promise<PendingRevocation> {
+    const outcome = cause.outcome ?? (cause.trigger === "task_end" ? "ended" : "revoked");
+    const now = new Date();
+    if ("token" in scope) return this.#revokeSubtree(tx, scope.token, { ...cause, outcome }, context, now);
+    const ids = await resolveDelegations(tx, scope);
+    const changed: string[] = [];
+    let tokens = 0;
+    const purgeJtis: string[] = [];
+    const grantIds: string[] = [];
+    for (let i = 0; i < ids.length; i += ID_CHUNK) {
+      const chunk = ids.slice(i, i + ID_CHUNK);
+      const updated = await tx.delegation.updateManyAndReturn({
+        where: { id: { in: chunk }, status: "active" },
+        data: { status: outcome, endedAt: now, endReason: `${cause.trigger}: ${cause.reason}` },
+        select: { id: true },
+      });
+      changed.push(...updated.map((row) => row.id));
+      const revoked = await tx.issuedToken.updateMany({
+        where: { delegationId: { in: chunk }, revokedAt: null },
+        data: { revokedAt: now },
+      });
+      tokens += revoked.count;
+      const live = await tx.issuedToken.findMany({
+        where: { delegationId: { in: chunk }, format: "opaque", expiresAt: { gt: now } },
+        select: { jti: true },
+      });
+      purgeJtis.push(...live.map((row) => row.jti));
+      const grants = await tx.delegation.findMany({
+        where: { id: { in: chunk }, grantId: { not: null } },
+        select: { grantId: true },
+      });
+      grantIds.push(...grants.flatMap((row) => (row.grantId ? [row.grantId] : [])));
+    }
+    const summary: RevocationSummary = {
+      trigger: cause.trigger,
+      outcome,
+      delegations: changed.length,
+      tokens,
+      delegation_ids: changed,
+    };
+    if (changed.length || tokens) {
+      const [only] = ids;
+      await this.#audit(
+        tx,
+        context,
+        cause,
+        summary,
+        ids.length === 1 && only ? { delegationId: only } : undefined,
+      );
+    }
+    return { cause, summary, delegationIds: ids, purgeJtis, grantIds, tokenRoots: [] };
+  }
+
+  /** The part outside the database: caches, Redis, jobs. Never throws: what fails is queued or left to the sweep. */
+  async afterCommit(pending: PendingRevocation): Promise<void> {
+    const { bus, jobs, log } = this.#deps;
+    const { delegationIds, summary } = pending;
+    try {
+      if (summary.delegation_ids.length > PUBLISH_EACH_LIMIT) await bus.publish("delegation", "*");
+      else for (const id of summary.delegation_ids) await bus.publish("delegation", id);
+    } catch (error) {
+      // This process's cache is already dropped (publish delivers locally first); the others expire theirs.
+      log.error({ err: error }, "revocation: could not publish the cache invalidation");
+    }
+    await this.#purge(pending);
+    if (summary.delegation_ids.length) await jobs.cancelTaskEnds(summary.delegation_ids);
+    if (!pending.cause.recheck && (delegationIds.length || pending.tokenRoots.length)) {
+      await jobs.enqueueRecheck({
+        trigger: pending.cause.trigger,
+        reason: pending.cause.reason,
+        outcome: summary.outcome,
+        delegationIds: delegationIds.slice(0, 10_000),
+        tokenRoots: pending.tokenRoots,
+      });
+    }
+  }
+
+  async #purge(pending: PendingRevocation): Promise<void> {
+    const { tokens, jobs, log } = this.#deps;
+    const { purgeJtis, grantIds, tokenRoots } = pending;
+    if (!purgeJtis.length && !grantIds.length) return;
+    // A subtree revocation leaves its delegation active: only destroying its tokens makes them inactive, so it
+    // is always done here, before the answer. Whole delegations already fail closed; a huge purge is queued.
+    const inline = tokenRoots.length > 0 || purgeJtis.length <= INLINE_PURGE_LIMIT;
+    if (inline) {
+      try {
+        await tokens.destroyAccessTokens(purgeJtis);
+        await tokens.revokeGrants(grantIds);
+        return;
+      } catch (error) {
+        log.error(
+          { err: error, tokens: purgeJtis.length },
+          "revocation: Redis cleanup failed; queued as a job",
+        );
+      }
+    }
+    try {
+      for (let i = 0; i < Math.max(purgeJtis.length, 1); i += PURGE_JOB_SIZE) {
+        await jobs.enqueuePurge({
+          jtis: purgeJtis.slice(i, i + PURGE_JOB_SIZE),
+          grantIds: i === 0 ? grantIds : [],
+        });
+      }
+    } catch (error) {
+      log.error({ err: error }, "revocation: could not queue the Redis cleanup; the sweep will do it");
+    }
+  }
+
+  async #revokeSubtree(
+    tx: Tx,
+    root: string,
+    cause: RevocationCause & { outcome: "ended" | "revoked" },
+    context: AuditContext,
+    now: Date,
+  ): Promise<PendingRevocation> {
+    const rows = await tx.$queryRaw<{ jti: string; format: string; revoked: boolean; live: boolean }[]>`
+      WITH RECURSIVE subtree AS (
+        SELECT jti FROM issued_tokens WHERE jti = ${root}
+        UNION
+        SELECT child.jti FROM issued_tokens child JOIN subtree ON child.parent_jti = subtree.jti
+      )
+      SELECT t.jti, t.format::text AS format, t.revoked_at IS NOT NULL AS revoked, t.expires_at > ${now} AS live
+      FROM issued_tokens t JOIN subtree USING (jti)`;
+    const fresh = rows.filter((row) => !row.revoked).map((row) => row.jti);
+    for (let i = 0; i < fresh.length; i += ID_CHUNK) {
+      await tx.issuedToken.updateMany({
+        where: { jti: { in: fresh.slice(i, i + ID_CHUNK) }, revokedAt: null },
+        data: { revokedAt: now },
+      });
+    }
+    const summary: RevocationSummary = {
+      trigger: cause.trigger,
+      outcome: cause.outcome,
+      delegations: 0,
+      tokens: fresh.length,
+      delegation_ids: [],
+    };
+    if (fresh.length) {
+      const token = await tx.issuedToken.findUnique({
+        where: { jti: root },
+        select: { delegationId: true, clientId: true, depth: true },
+      });
+      // Never the jti: an opaque token's jti is the token itself.
+      await this.#audit(
+        tx,
+        context,
+        cause,
+        summary,
+        token ? { delegationId: token.delegationId, subtree: token } : undefined,
+      );
+    }
+    return {
+      cause,
+      summary,
+      delegationIds: [],
+      purgeJtis: rows.filter((row) => row.live && row.format === "opaque").map((row) => row.jti),
+      grantIds: [],
+      tokenRoots: rows.length ? [root] : [],
+    };
+  }
+
+  async #audit(
+    tx: Tx,
+    context: AuditContext,
+    cause: RevocationCause,
+    summary: RevocationSummary,
+    about?: { delegationId: string; subtree?: { clientId: string; depth: number } },
+  ): Promise<void> {
+    const only = about?.delegationId;
+    const delegation = only
+      ? await tx.delegation.findUnique({
+          where: { id: only },
+          include: { person: { select: { email: true } }, agent: { select: { clientId: true } } },
+        })
+      : null;
+    const event: AuditEventInput = {
+      type: "revocation",
+      action: `revocation.${cause.trigger}`,
+      decision: "allow",
+      reason: cause.reason,
+      target: cause.target,
+      delegationId: delegation?.id,
+      taskId: delegation?.taskId ?? undefined,
+      delegatedBy: delegation?.person.email,
+      agentChain: delegation ? [delegation.agent.clientId] : undefined,
+      resource: delegation?.resources.join(" "),
+      details: {
+        trigger: cause.trigger,
+        outcome: summary.outcome,
+        delegations: summary.delegations,
+        tokens: summary.tokens,
+        delegation_ids: summary.delegation_ids,
+        ...(about?.subtree
+          ? { subtree: { held_by: about.subtree.clientId, depth: about.subtree.depth } }
+          : {}),
+        ...(cause.recheck ? { recheck: true } : {}),
+      },
+    };
+    await this.#deps.audit.record(context, event, tx);
+  }
+}
+
+/** The ids of the delegations a scope reaches (all of them for explicit ids; the active ones otherwise). */
+async function resolveDelegations(tx: Tx, scope: Exclude<RevocationScope, { token: string }>) {
+  if ("delegations" in scope) return [...new Set(scope.delegations)];
+  if ("person" in scope) {
+    const rows = await tx.delegation.findMany({
+      where: { personId: scope.person, status: "active" },
+      select: { id: true },
+    });
+    return rows.map((row) => row.id);
+  }
+  if ("all" in scope) {
+    const rows = await tx.delegation.findMany({ where: { status: "active" }, select: { id: true } });
+    return rows.map((row) => row.id);
+  }
+  // The agent as delegate, or anywhere in the chain of a token of an active delegation.
+  const rows = await tx.$queryRaw<{ id: string }[]>`
+    SELECT d.id::text AS id FROM delegations d JOIN agents a ON a.id = d.agent_id
+    WHERE d.status = 'active' AND a.client_id = ${scope.agent}
+    UNION
+    SELECT DISTINCT t.delegation_id::text AS id FROM issued_tokens t JOIN delegations d ON d.id = t.delegation_id
+    WHERE d.status = 'active' AND ${scope.agent} = ANY (t.actor_chain)`;
+  return rows.map((row) => row.id);
+}

@@ -1,0 +1,57 @@
+// RFC 7009 revocation at /token/revocation reaches the whole subtree: oidc-provider destroys the one token (and
+// its own grant), and this cascade — called from the revocation allowedPolicy in src/oauth/provider.ts once the
+// caller is allowed, before the response — revokes what was derived from it:
+//  - a delegation's subject token (a root of the lineage): the delegation is revoked, with all its tokens;
+//  - any other token: it and every token exchanged from it, at any depth.
+// Tokens Deputy has no lineage for (admin client-credentials tokens) are left to oidc-provider alone.
+import type Provider from "oidc-provider";
+import type { PrismaClient } from "../generated/prisma/client.ts";
+import type { RevocationService } from "./revocations.ts";
+
+interface Cascade {
+  prisma: PrismaClient;
+  revocations: RevocationService;
+}
+
+const cascades = new WeakMap<Provider, Cascade>();
+
+/** Connects a provider's revocation endpoint to the revocation service (called once when the server is built). */
+export function registerRevocationCascade(provider: Provider, cascade: Cascade): void {
+  cascades.set(provider, cascade);
+}
+
+/** The token being revoked at /token/revocation, as oidc-provider hands it to the allowedPolicy. */
+interface RevokedToken {
+  jti: string;
+  clientId?: string;
+}
+
+/** Resolves true once the cascade is done (so a revocation policy can `&&` it after its own check). */
+export async function cascadeRevocation(provider: Provider, token: RevokedToken): Promise<true> {
+  const cascade = cascades.get(provider);
+  if (!cascade) return true;
+  const lineage = await cascade.prisma.issuedToken.findUnique({
+    where: { jti: token.jti },
+    select: { delegationId: true, parentJti: true, clientId: true },
+  });
+  if (!lineage) return true;
+  const context = { actor: lineage.clientId };
+  if (lineage.parentJti === null) {
+    await cascade.revocations.revoke(
+      { delegations: [lineage.delegationId] },
+      {
+        trigger: "rfc7009",
+        reason: "the agent revoked its subject token (RFC 7009)",
+        target: lineage.delegationId,
+      },
+      context,
+    );
+    return true;
+  }
+  await cascade.revocations.revoke(
+    { token: token.jti },
+    { trigger: "rfc7009", reason: "the agent revoked a token (RFC 7009)", target: lineage.clientId },
+    context,
+  );
+  return true;
+}

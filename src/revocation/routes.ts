@@ -1,0 +1,71 @@
+// POST /tasks/{task_id}/complete: the delegate agent (its own client credentials, as at the token endpoint) or the
+// person who delegated (a signed-in session, through the `authenticatePerson` hook) ends a task now.
+import { bodyParser } from "@koa/bodyparser";
+import { Router } from "@koa/router";
+import type { Context, Middleware } from "koa";
+import compose from "koa-compose";
+import type Provider from "oidc-provider";
+import { ApiError } from "../http/api-error.ts";
+import { jsonErrors, securityHeaders } from "../http/middleware.ts";
+import type { Logger } from "../logger.ts";
+import { authenticateAgent } from "./agent-auth.ts";
+import type { TaskService } from "./tasks.ts";
+
+/**
+ * Hook for the person's path: returns the id of the person signed in on this request (checking the session and
+ * its CSRF protection), or undefined when the request carries no session. Not wired yet: the agent path works
+ * without it.
+ */
+export type PersonAuthenticator = (ctx: Context) => Promise<string | undefined>;
+
+export interface TaskRouteDeps {
+  provider: Provider;
+  tasks: TaskService;
+  log: Logger;
+  authenticatePerson?: PersonAuthenticator;
+}
+
+const TASK_ID = /^[^\p{Cc}]{1,200}$/u;
+
+export function taskRoutes(deps: TaskRouteDeps): Middleware {
+  const router = new Router({ prefix: "/tasks" });
+  router.post("/:task_id/complete", async (ctx) => {
+    const taskId = ctx.params.task_id ?? "";
+    if (!TASK_ID.test(taskId)) throw new ApiError(400, "invalid_request", "task_id is not a valid task id");
+    const body = (ctx.request.body ?? {}) as Record<string, unknown>;
+    const context = { requestId: ctx.state.requestId, clientAddress: ctx.ip };
+    const personId = deps.authenticatePerson ? await deps.authenticatePerson(ctx) : undefined;
+    if (personId) {
+      ctx.body = await deps.tasks.complete(
+        taskId,
+        { kind: "person", personId },
+        { ...context, actor: personId },
+      );
+      return;
+    }
+    const clientId = await authenticateAgent(ctx, body, {
+      provider: deps.provider,
+      endpointUrl: `${deps.provider.issuer}${ctx.path}`,
+    });
+    ctx.body = await deps.tasks.complete(
+      taskId,
+      { kind: "agent", clientId },
+      { ...context, actor: clientId },
+    );
+  });
+  const stack = compose([
+    jsonErrors(deps.log),
+    securityHeaders,
+    async (ctx: Context, next: () => Promise<unknown>) => {
+      ctx.set("Cache-Control", "no-store");
+      await next();
+    },
+    bodyParser({ enableTypes: ["form", "json"], formLimit: "16kb", jsonLimit: "16kb", encoding: "utf-8" }),
+    router.routes(),
+    router.allowedMethods(),
+  ]);
+  return async (ctx, next) => {
+    if (ctx.path.startsWith("/tasks/")) return stack(ctx as never, async () => {});
+    await next();
+  };
+}

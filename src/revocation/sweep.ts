@@ -1,0 +1,151 @@
+// The sweep: the database is the truth, and Redis (tokens, jobs) is made to agree with it, every
+// DEPUTY_SWEEP_SECONDS. It is what makes a lost job or a lost (or restored) Redis harmless:
+//  1. delegations past their end time that are still active are ended (their task-end job may have been lost);
+//  2. tokens of delegations that are no longer active, and tokens exchanged from revoked tokens, that the
+//     lineage does not yet mark revoked (minted by exchanges in flight during a revocation) are revoked;
+//  3. every revoked, unexpired opaque token still present in Redis is destroyed (a Redis restored from a
+//     snapshot brings tokens back), and so are the grants of delegations that ended recently;
+//  4. task-end jobs are re-armed for delegations ending before the next sweep or two (they may have been lost).
+import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
+import type { PrismaClient } from "../generated/prisma/client.ts";
+import type { RevocationJobs } from "../jobs/queue.ts";
+import type { RevocationService } from "./revocations.ts";
+import type { TokenStore } from "./token-store.ts";
+
+const BATCH = 1_000;
+const CONTEXT: AuditContext = { actor: "deputy:sweep" };
+
+export interface SweepResult {
+  /** Delegations found active past their end time, now ended. */
+  ended: number;
+  /** Tokens the lineage had not yet marked revoked although their delegation or parent was. */
+  strayTokens: number;
+  /** Revoked tokens that were still (or again) in Redis, now destroyed. */
+  redisLeftovers: number;
+  /** Task-end jobs (re-)armed for delegations about to end. */
+  armed: number;
+}
+
+export interface SweepDeps {
+  prisma: PrismaClient;
+  audit: AuditLog;
+  revocations: RevocationService;
+  tokens: TokenStore;
+  jobs: RevocationJobs;
+  sweepSeconds: number;
+  /** Grants live at most this long: older ended delegations have none left to remove. */
+  maxDelegationSeconds: number;
+}
+
+export class Sweeper {
+  readonly #deps: SweepDeps;
+
+  constructor(deps: SweepDeps) {
+    this.#deps = deps;
+  }
+
+  async run(): Promise<SweepResult> {
+    const { prisma, revocations } = this.#deps;
+    const result: SweepResult = { ended: 0, strayTokens: 0, redisLeftovers: 0, armed: 0 };
+
+    for (;;) {
+      const expired = await prisma.delegation.findMany({
+        where: { status: "active", endsAt: { lte: new Date() } },
+        select: { id: true },
+        take: BATCH,
+      });
+      if (!expired.length) break;
+      const summary = await revocations.revoke(
+        { delegations: expired.map((row) => row.id) },
+        { trigger: "sweep", outcome: "ended", reason: "its end time passed (ended by the sweep)" },
+        CONTEXT,
+      );
+      result.ended += summary.delegations;
+      if (expired.length < BATCH || summary.delegations === 0) break;
+    }
+
+    result.strayTokens = await this.#reviseLineage();
+    result.redisLeftovers = await this.#cleanRedis();
+    result.armed = await this.#armTaskEnds();
+
+    if (result.strayTokens || result.redisLeftovers) {
+      await this.#deps.audit.record(CONTEXT, {
+        type: "revocation",
+        action: "revocation.sweep",
+        decision: "allow",
+        reason: "the sweep found revoked tokens the lineage or Redis did not reflect",
+        details: {
+          trigger: "sweep",
+          delegations: 0,
+          tokens: result.strayTokens,
+          redis_tokens_destroyed: result.redisLeftovers,
+        },
+      });
+    }
+    return result;
+  }
+
+  /** Marks revoked the tokens whose delegation is over or whose parent is revoked, at any depth. */
+  async #reviseLineage(): Promise<number> {
+    const { prisma } = this.#deps;
+    const now = new Date();
+    const underEnded = await prisma.$executeRaw`
+      UPDATE issued_tokens t SET revoked_at = ${now}
+      FROM delegations d
+      WHERE t.delegation_id = d.id AND d.status <> 'active' AND t.revoked_at IS NULL`;
+    const orphans = await prisma.$executeRaw`
+      WITH RECURSIVE doomed AS (
+        SELECT child.jti FROM issued_tokens child JOIN issued_tokens parent ON parent.jti = child.parent_jti
+        WHERE child.revoked_at IS NULL AND parent.revoked_at IS NOT NULL AND child.expires_at > ${now}
+        UNION
+        SELECT child.jti FROM issued_tokens child JOIN doomed ON child.parent_jti = doomed.jti
+        WHERE child.revoked_at IS NULL
+      )
+      UPDATE issued_tokens SET revoked_at = ${now}
+      WHERE jti IN (SELECT jti FROM doomed) AND revoked_at IS NULL`;
+    return underEnded + orphans;
+  }
+
+  /** Destroys revoked, unexpired opaque tokens still in Redis, and grants of recently ended delegations. */
+  async #cleanRedis(): Promise<number> {
+    const { prisma, tokens, maxDelegationSeconds } = this.#deps;
+    const now = new Date();
+    let destroyed = 0;
+    let after = "";
+    for (;;) {
+      const rows = await prisma.issuedToken.findMany({
+        where: { revokedAt: { not: null }, format: "opaque", expiresAt: { gt: now }, jti: { gt: after } },
+        select: { jti: true },
+        orderBy: { jti: "asc" },
+        take: BATCH,
+      });
+      if (!rows.length) break;
+      destroyed += await tokens.destroyAccessTokens(rows.map((row) => row.jti));
+      after = rows[rows.length - 1]?.jti ?? after;
+      if (rows.length < BATCH) break;
+    }
+    const grants = await prisma.delegation.findMany({
+      where: {
+        status: { not: "active" },
+        grantId: { not: null },
+        endedAt: { gt: new Date(now.getTime() - maxDelegationSeconds * 1_000) },
+      },
+      select: { grantId: true },
+    });
+    await tokens.revokeGrants(grants.flatMap((row) => (row.grantId ? [row.grantId] : [])));
+    return destroyed;
+  }
+
+  /** Task-end jobs for delegations ending before the sweep after next (adding an existing job is a no-op). */
+  async #armTaskEnds(): Promise<number> {
+    const { prisma, jobs, sweepSeconds } = this.#deps;
+    const horizon = new Date(Date.now() + 2 * sweepSeconds * 1_000);
+    const soon = await prisma.delegation.findMany({
+      where: { status: "active", endsAt: { lte: horizon } },
+      select: { id: true, endsAt: true },
+      take: 10_000,
+    });
+    for (const delegation of soon) await jobs.scheduleTaskEnd(delegation.id, delegation.endsAt);
+    return soon.length;
+  }
+}

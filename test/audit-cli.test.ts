@@ -1,0 +1,200 @@
+// `deputy audit …` as people run it: `node bin/deputy.js` in a child process against a real server. The
+// auditor's question — "customer data accessed by agents on behalf of Sarah in a period" — in one command,
+// counts, exports to a file that verifies on its own, verification, holds and archiving, and clear errors.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AUDIT_FIELDS } from "../src/audit/audit-event.ts";
+import { createAgent, createPerson, createResource, delegate, exchange } from "./helpers/scenario.ts";
+import { ADMIN_SECRET, startServer, type TestServer } from "./helpers/server.ts";
+
+const REPO = path.resolve(import.meta.dirname, "..");
+
+let server: TestServer;
+let scratch: string;
+let sarah: { id: string; email: string };
+let agentId: string;
+
+beforeAll(async () => {
+  server = await startServer("pglite");
+  scratch = mkdtempSync(path.join(tmpdir(), "deputy-audit-cli-"));
+  sarah = await createPerson(server, "sarah@example.com");
+  const customers = await createResource(server, "https://customers.example.com", ["customers.read"]);
+  const mail = await createResource(server, "https://mail.example.com", ["mail.read"]);
+  const agent = await createAgent(server, sarah.email, [
+    { resource: customers.uri, scopes: ["customers.read"] },
+    { resource: mail.uri, scopes: ["mail.read"] },
+  ]);
+  agentId = agent.client_id;
+  const { subjectToken } = await delegate(server, {
+    personId: sarah.id,
+    personEmail: sarah.email,
+    agent: agent.client_id,
+    scopes: ["customers.read", "mail.read"],
+    resources: [customers.uri, mail.uri],
+  });
+  for (const resource of [customers.uri, customers.uri, mail.uri]) {
+    const done = await exchange(server, agent, { subject_token: subjectToken, resource });
+    expect(done.status).toBe(200);
+  }
+});
+afterAll(async () => {
+  await server?.close();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+});
+
+function deputy(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["bin/deputy.js", ...args], {
+      cwd: REPO,
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: process.env.HOME ?? "",
+        DEPUTY_URL: server.url,
+        DEPUTY_BOOTSTRAP_ADMIN_SECRET: ADMIN_SECRET,
+        DEPUTY_DATA_DIR: scratch,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk) => {
+      stdout += chunk;
+    });
+    child.stderr.on("data", (chunk) => {
+      stderr += chunk;
+    });
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`deputy ${args.join(" ")} did not finish in time`));
+    }, 20_000);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function ok(args: string[]): Promise<string> {
+  const run = await deputy(args);
+  expect(run.stderr, `deputy ${args.join(" ")}`).toBe("");
+  expect(run.code).toBe(0);
+  return run.stdout;
+}
+
+const today = () => new Date().toISOString().slice(0, 10);
+const yesterday = () => new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
+
+describe("deputy audit", () => {
+  it("answers 'customer data accessed by agents on behalf of Sarah in a period' in one command", async () => {
+    const out = await ok([
+      "audit",
+      "query",
+      "--delegated-by",
+      "sarah@example.com",
+      "--resource",
+      "customers*",
+      "--action",
+      "token.exchange",
+      "--from",
+      yesterday(),
+      "--to",
+      today(),
+    ]);
+    const lines = out.trimEnd().split("\n");
+    expect(lines.at(-1)).toBe("2 events");
+    for (const line of lines.slice(0, -1)) {
+      expect(line).toMatch(
+        new RegExp(
+          `^\\d{4}-\\d{2}-\\d{2}T\\S+Z  allow  token\\.exchange  ${agentId}  for sarah@example\\.com  https://customers\\.example\\.com  customers\\.read  #\\d+$`,
+        ),
+      );
+    }
+
+    const stats = await ok([
+      "audit",
+      "query",
+      "--delegated-by",
+      "sarah@example.com",
+      "--resource",
+      "customers*",
+      "--stats-by",
+      "agent,action,resource",
+    ]);
+    expect(stats).toMatch(/^agent\s+action\s+resource\s+count\n/);
+    expect(stats).toMatch(
+      new RegExp(`${agentId}\\s+token\\.exchange\\s+https://customers\\.example\\.com\\s+2\\n`),
+    );
+    expect(stats).toMatch(/total: \d+ events\n$/);
+
+    const json = JSON.parse(
+      await ok([
+        "--json",
+        "audit",
+        "query",
+        "--agent",
+        agentId,
+        "--resource",
+        "mail.example.com",
+        "--type",
+        "exchange",
+      ]),
+    );
+    expect(json.events.filter((e: any) => e.action === "token.exchange")).toHaveLength(1);
+    expect(json.more).toBe(false);
+  });
+
+  it("exports CSV and NDJSON to standard output; the NDJSON file verifies on its own", async () => {
+    const csv = await ok(["audit", "export", "--format", "csv", "--delegated-by", "sarah@example.com"]);
+    const rows = csv.split("\r\n").filter(Boolean);
+    expect(rows[0]).toBe(AUDIT_FIELDS.join(","));
+    expect(rows.length).toBeGreaterThan(4);
+
+    const ndjson = await ok(["audit", "export"]);
+    const file = path.join(scratch, "trail.ndjson");
+    writeFileSync(file, ndjson);
+    const verified = await ok(["audit", "verify", "--file", file]);
+    expect(verified).toMatch(/^ok: true$/m);
+
+    const lines = readFileSync(file, "utf8").trimEnd().split("\n");
+    const third = JSON.parse(lines[2] ?? "");
+    lines[2] = JSON.stringify({ ...third, reason: "edited afterwards" });
+    writeFileSync(file, `${lines.join("\n")}\n`);
+    const tampered = await deputy(["audit", "verify", "--file", file]);
+    expect(tampered.code).toBe(1);
+    expect(tampered.stdout).toMatch(/^ok: false$/m);
+    expect(tampered.stderr).toBe(
+      `deputy: verification FAILED at seq ${third.seq} (id ${third.id}) in ${file} line 3: its content does not match its hash: the event was altered (or moved from another position)\n`,
+    );
+  });
+
+  it("verifies the trail, and places and releases a legal hold that stops archiving", async () => {
+    const verified = await ok(["audit", "verify"]);
+    expect(verified).toMatch(/^ok: true$/m);
+    expect(verified).toMatch(/^head:\n {2}seq: \d+\n {2}id: [0-9a-f-]{36}\n {2}hash: [0-9a-f]{64}$/m);
+
+    const hold = JSON.parse(await ok(["--json", "audit", "hold", "--reason", "Litigation 2026-17"]));
+    expect(hold).toMatchObject({ reason: "Litigation 2026-17", active: true });
+    expect(await ok(["audit", "holds"])).toContain(`id: ${hold.id}`);
+    const archived = JSON.parse(await ok(["--json", "audit", "archive"]));
+    expect(archived).toMatchObject({ held_by: [{ id: hold.id }], archived_events: 0 });
+    expect(await ok(["audit", "release", hold.id])).toMatch(/^active: false$/m);
+    const missingReason = await deputy(["audit", "hold"]);
+    expect(missingReason.code).not.toBe(0);
+    expect(missingReason.stderr).toMatch(/^deputy: required option '--reason <reason>' not specified/);
+  });
+
+  it("reports a bad filter in one line, with what to send instead", async () => {
+    const run = await deputy(["audit", "query", "--from", "2026-13-01"]);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe("");
+    expect(run.stderr).toBe(
+      'deputy: invalid_request: from: "2026-13-01" is not a valid date; use YYYY-MM-DD (a whole day, UTC) or an ISO 8601 date-time with a time zone, such as 2026-10-01T09:30:00Z\n',
+    );
+    const order = await deputy(["audit", "query", "--order", "sideways"]);
+    expect(order.code).not.toBe(0);
+    expect(order.stderr).toMatch(/^deputy: option '--order <order>' argument 'sideways' is invalid/);
+  });
+});
