@@ -1,11 +1,84 @@
-// Issues the subject token of a delegation: the opaque token an agent holds for a person and exchanges
-// (RFC 8693) for resource tokens. Its audience is Deputy itself, so no resource server accepts it directly.
+// The subject token of a delegation: the opaque token an agent holds for a person and exchanges (RFC 8693)
+// for resource tokens. Its audience is Deputy itself, so no resource server accepts it directly.
+// People's approvals mint it through oidc-provider (src/interaction/subject-token-hook.ts); `issueSubjectToken`
+// mints one directly, for the service layer. Both build the same claims and record the same lineage and event.
 import type Provider from "oidc-provider";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import type { Delegation } from "../generated/prisma/client.ts";
 import { actClaim, type DelegatedTokenClaims, mayAct } from "./token-claims.ts";
 
 export const SUBJECT_TOKEN_GTY = "delegation";
+
+type DelegationFacts = Pick<
+  Delegation,
+  "id" | "taskId" | "taskDescription" | "endsAt" | "maxDepth" | "resources" | "scopes"
+>;
+
+/** The claims of a delegation's subject token, held by the agent the person delegated to. */
+export function rootTokenClaims(
+  delegation: DelegationFacts,
+  clientId: string,
+  delegates: unknown,
+): DelegatedTokenClaims {
+  return {
+    act: actClaim([clientId]),
+    delegation: {
+      id: delegation.id,
+      task_id: delegation.taskId,
+      task: delegation.taskDescription,
+      ends_at: Math.floor(delegation.endsAt.getTime() / 1000),
+      depth: 1,
+      max_depth: delegation.maxDepth,
+    },
+    ...mayAct(delegates),
+  };
+}
+
+/** Commits the subject token's lineage row and audit event; the token may leave only after this resolves. */
+export async function recordSubjectToken(
+  audit: AuditLog,
+  context: AuditContext,
+  issued: {
+    delegation: DelegationFacts;
+    personEmail: string;
+    clientId: string;
+    jti: string;
+    scopes: string[];
+    expiresIn: number;
+    details?: Record<string, unknown>;
+  },
+): Promise<void> {
+  const { delegation, clientId } = issued;
+  await audit.commit(
+    context,
+    {
+      type: "consent",
+      action: "subject_token.issue",
+      decision: "allow",
+      delegatedBy: issued.personEmail,
+      agentChain: [clientId],
+      scopesGranted: issued.scopes,
+      resource: delegation.resources.join(" "),
+      delegationId: delegation.id,
+      taskId: delegation.taskId ?? undefined,
+      details: { jti: issued.jti, expires_in: issued.expiresIn, ...issued.details },
+    },
+    {
+      issuedTokens: [
+        {
+          jti: issued.jti,
+          delegationId: delegation.id,
+          clientId,
+          actorChain: [clientId],
+          scopes: issued.scopes,
+          depth: 1,
+          format: "opaque",
+          expiresAt: new Date(Date.now() + issued.expiresIn * 1000),
+        },
+      ],
+    },
+  );
+}
 
 export interface IssuedSubjectToken {
   access_token: string;
@@ -27,18 +100,6 @@ export async function issueSubjectToken(
 
   const grant = new provider.Grant({ accountId: delegation.personId, clientId: client.clientId });
   const grantId = await grant.save();
-  const claims: DelegatedTokenClaims = {
-    act: actClaim([client.clientId]),
-    delegation: {
-      id: delegation.id,
-      task_id: delegation.taskId,
-      task: delegation.taskDescription,
-      ends_at: Math.floor(delegation.endsAt.getTime() / 1000),
-      depth: 1,
-      max_depth: delegation.maxDepth,
-    },
-    ...mayAct(client.deputy_may_delegate_to),
-  };
   const token = new provider.AccessToken({
     accountId: delegation.personId,
     client,
@@ -46,40 +107,19 @@ export async function issueSubjectToken(
     gty: SUBJECT_TOKEN_GTY,
     scope: delegation.scopes.join(" "),
     expiresIn,
-    extra: claims,
+    extra: rootTokenClaims(delegation, client.clientId, client.deputy_may_delegate_to),
   });
   token.setAudience(provider.issuer);
   const value = await token.save();
   try {
-    await audit.commit(
-      context,
-      {
-        type: "consent",
-        action: "subject_token.issue",
-        decision: "allow",
-        delegatedBy: delegation.personEmail,
-        agentChain: [client.clientId],
-        scopesGranted: delegation.scopes,
-        resource: delegation.resources.join(" "),
-        delegationId: delegation.id,
-        taskId: delegation.taskId ?? undefined,
-        details: { jti: token.jti, expires_in: expiresIn },
-      },
-      {
-        issuedTokens: [
-          {
-            jti: token.jti,
-            delegationId: delegation.id,
-            clientId: client.clientId,
-            actorChain: [client.clientId],
-            scopes: delegation.scopes,
-            depth: 1,
-            format: "opaque",
-            expiresAt: new Date(Date.now() + expiresIn * 1000),
-          },
-        ],
-      },
-    );
+    await recordSubjectToken(audit, context, {
+      delegation,
+      personEmail: delegation.personEmail,
+      clientId: client.clientId,
+      jti: token.jti,
+      scopes: delegation.scopes,
+      expiresIn,
+    });
   } catch (error) {
     await token.destroy();
     throw error;

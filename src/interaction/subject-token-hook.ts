@@ -6,7 +6,8 @@ import type { KoaContextWithOIDC, ResourceServer } from "oidc-provider";
 import { errors } from "oidc-provider";
 import type { AuditLog } from "../audit/audit-log.ts";
 import { DelegationStore } from "../delegation/delegations.ts";
-import { actClaim, type DelegatedTokenClaims, mayAct } from "../delegation/token-claims.ts";
+import { recordSubjectToken, rootTokenClaims } from "../delegation/subject-token.ts";
+import type { DelegatedTokenClaims } from "../delegation/token-claims.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 
 export interface SubjectTokenDeps {
@@ -69,53 +70,21 @@ export async function subjectTokenClaims(
   if (!delegation) return undefined;
   if (delegation.agent.clientId !== token.clientId) throw new errors.InvalidGrant("client mismatch");
   const clientId = token.clientId;
-  const claims: DelegatedTokenClaims = {
-    act: actClaim([clientId]),
-    delegation: {
-      id: delegation.id,
-      task_id: delegation.taskId,
-      task: delegation.taskDescription,
-      ends_at: Math.floor(delegation.endsAt.getTime() / 1000),
-      depth: 1,
-      max_depth: delegation.maxDepth,
-    },
-    ...mayAct(delegation.agent.mayDelegateTo),
-  };
   const scopes = String(token.scope ?? "")
     .split(" ")
     .filter((scope) => scope && delegation.scopes.includes(scope));
-  await deps.audit.commit(
+  await recordSubjectToken(
+    deps.audit,
+    { actor: clientId, requestId: ctx?.response.get("x-request-id") || undefined, clientAddress: ctx?.ip },
     {
-      actor: clientId,
-      requestId: ctx?.response.get("x-request-id") || undefined,
-      clientAddress: ctx?.ip,
-    },
-    {
-      type: "consent",
-      action: "subject_token.issue",
-      decision: "allow",
-      delegatedBy: delegation.person.email,
-      agentChain: [clientId],
-      scopesGranted: scopes,
-      resource: delegation.resources.join(" "),
-      delegationId: delegation.id,
-      taskId: delegation.taskId ?? undefined,
-      details: { jti: token.jti, expires_in: token.expiration, grant_type: ctx?.oidc?.params?.grant_type },
-    },
-    {
-      issuedTokens: [
-        {
-          jti: token.jti,
-          delegationId: delegation.id,
-          clientId,
-          actorChain: [clientId],
-          scopes,
-          depth: 1,
-          format: "opaque",
-          expiresAt: new Date(Date.now() + token.expiration * 1000),
-        },
-      ],
+      delegation,
+      personEmail: delegation.person.email,
+      clientId,
+      jti: token.jti,
+      scopes,
+      expiresIn: token.expiration,
+      details: { grant_type: ctx?.oidc?.params?.grant_type },
     },
   );
-  return claims;
+  return rootTokenClaims(delegation, clientId, delegation.agent.mayDelegateTo);
 }
