@@ -11,6 +11,7 @@ import { verifyAuditTrail } from "../src/audit/audit-verify.ts";
 import { loadConfig } from "../src/config.ts";
 import { openDatabase } from "../src/db/connect.ts";
 import { issueSubjectToken } from "../src/delegation/subject-token.ts";
+import { tokenRef } from "../src/delegation/token-ref.ts";
 import { createLogger } from "../src/logger.ts";
 import { basicAuth } from "./helpers/oauth.ts";
 import { ACCESS_TOKEN, TOKEN_EXCHANGE } from "./helpers/scenario.ts";
@@ -149,21 +150,22 @@ describe.each(BACKENDS)("kill -9 under load on %s", (backend) => {
     // Exchanges were in flight when the process died.
     expect(failedInFlight).toBeGreaterThan(0);
 
-    // Opaque tokens: the value is the jti.
+    // Opaque tokens: the value is the jti; the lineage and the trail hold its hash.
+    const refs = received.map(tokenRef);
     const db = await openDatabase({ databaseUrl: env.DATABASE_URL, dataDir: prepared.dataDir });
     try {
       const lineage = await db.sql.query<{ jti: string }>(
         "SELECT jti FROM issued_tokens WHERE jti = ANY($1::text[])",
-        [received],
+        [refs],
       );
       const audited = await db.sql.query<{ jti: string }>(
-        `SELECT details->>'jti' AS jti FROM audit_events
-          WHERE type = 'exchange' AND action = 'token.exchange' AND decision = 'allow' AND details->>'jti' = ANY($1::text[])`,
-        [received],
+        `SELECT details->>'token_ref' AS jti FROM audit_events
+          WHERE type = 'exchange' AND action = 'token.exchange' AND decision = 'allow' AND details->>'token_ref' = ANY($1::text[])`,
+        [refs],
       );
       const missing = (rows: { jti: string }[]) => {
         const present = new Set(rows.map((row) => row.jti));
-        return received.filter((jti) => !present.has(jti));
+        return refs.filter((ref) => !present.has(ref));
       };
       expect(missing(lineage)).toEqual([]);
       expect(missing(audited)).toEqual([]);

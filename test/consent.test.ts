@@ -1,7 +1,9 @@
 // People approve delegation in the browser, over real HTTP (no browser here; see test/browser/ for Chromium):
 // the authorization request and its checks, sign-in and its throttling, the consent page, approval and denial,
 // the subject token the agent gets, my delegations and revocation, and the security properties of every form.
+
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { tokenRef } from "../src/delegation/token-ref.ts";
 import {
   agentTask,
   authorizeUrl,
@@ -354,7 +356,9 @@ describe("people approve delegation (HTTP)", () => {
         delegation: { id: delegation.id, task_id: "approve-1", depth: 1, max_depth: 2 },
         may_act: { client_ids: [s.helper.client_id] },
       });
-      const lineage = await prisma.issuedToken.findUniqueOrThrow({ where: { jti: String(stored?.jti) } });
+      const lineage = await prisma.issuedToken.findUniqueOrThrow({
+        where: { jti: tokenRef(String(stored?.jti)) },
+      });
       expect(lineage).toMatchObject({
         delegationId: delegation.id,
         depth: 1,

@@ -6,6 +6,7 @@ import type Provider from "oidc-provider";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import type { Delegation } from "../generated/prisma/client.ts";
 import { actClaim, type DelegatedTokenClaims, mayAct } from "./token-claims.ts";
+import { tokenRef } from "./token-ref.ts";
 
 export const SUBJECT_TOKEN_GTY = "delegation";
 
@@ -43,6 +44,7 @@ export async function recordSubjectToken(
     personEmail: string;
     clientId: string;
     jti: string;
+    grantId: string;
     scopes: string[];
     expiresIn: number;
     details?: Record<string, unknown>;
@@ -61,12 +63,13 @@ export async function recordSubjectToken(
       resource: delegation.resources.join(" "),
       delegationId: delegation.id,
       taskId: delegation.taskId ?? undefined,
-      details: { jti: issued.jti, expires_in: issued.expiresIn, ...issued.details },
+      details: { token_ref: tokenRef(issued.jti), expires_in: issued.expiresIn, ...issued.details },
     },
     {
       issuedTokens: [
         {
-          jti: issued.jti,
+          jti: tokenRef(issued.jti),
+          grantId: issued.grantId,
           delegationId: delegation.id,
           clientId,
           actorChain: [clientId],
@@ -117,6 +120,7 @@ export async function issueSubjectToken(
       personEmail: delegation.personEmail,
       clientId: client.clientId,
       jti: token.jti,
+      grantId,
       scopes: delegation.scopes,
       expiresIn,
     });

@@ -79,7 +79,13 @@ export interface ExchangeState {
   expiresIn?: number;
   jkt?: string;
   policy?: PolicyVerdict;
-  issued?: { value: string; jti: string; tokenType: "Bearer" | "DPoP"; format: "opaque" | "jwt" };
+  issued?: {
+    value: string;
+    jti: string;
+    grantId: string;
+    tokenType: "Bearer" | "DPoP";
+    format: "opaque" | "jwt";
+  };
 }
 
 /** Narrows a field the previous steps must have set. */

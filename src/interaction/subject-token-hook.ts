@@ -81,6 +81,7 @@ export async function subjectTokenClaims(
       personEmail: delegation.person.email,
       clientId,
       jti: token.jti,
+      grantId: token.grantId,
       scopes,
       expiresIn: token.expiration,
       details: { grant_type: ctx?.oidc?.params?.grant_type },

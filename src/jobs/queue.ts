@@ -29,7 +29,6 @@ export interface TaskEndJob {
   delegationId: string;
 }
 export interface PurgeJob {
-  jtis: string[];
   grantIds: string[];
 }
 export interface RecheckJob {
@@ -180,7 +179,7 @@ function failedView(job: Job): FailedJobView {
   };
 }
 
-/** A job's data as shown to operators: ids and counts, never token values (an opaque token's jti is the token). */
+/** A job's data as shown to operators: ids and counts. */
 export function describeJob(name: string, data: unknown): Record<string, unknown> {
   const value = (data ?? {}) as Record<string, unknown>;
   const count = (list: unknown) => (Array.isArray(list) ? list.length : 0);
@@ -188,7 +187,7 @@ export function describeJob(name: string, data: unknown): Record<string, unknown
     case JOB.taskEnd:
       return { delegation_id: value.delegationId };
     case JOB.purge:
-      return { tokens: count(value.jtis), grants: count(value.grantIds) };
+      return { grants: count(value.grantIds) };
     case JOB.recheck:
       return {
         trigger: value.trigger,

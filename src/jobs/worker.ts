@@ -98,10 +98,8 @@ async function processJob(deps: WorkerDeps, job: Job, token?: string): Promise<u
     case JOB.taskEnd:
       return endTask(deps, job as Job<TaskEndJob>, token);
     case JOB.purge: {
-      const { jtis, grantIds } = job.data as PurgeJob;
-      const present = await deps.tokens.destroyAccessTokens(jtis ?? []);
-      await deps.tokens.revokeGrants(grantIds ?? []);
-      return { destroyed: present };
+      const { grantIds } = job.data as PurgeJob;
+      return { grants_removed: await deps.tokens.revokeGrants(grantIds ?? []) };
     }
     case JOB.recheck:
       return recheck(deps, job.data as RecheckJob);

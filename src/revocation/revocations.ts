@@ -71,8 +71,8 @@ export interface PendingRevocation {
   summary: RevocationSummary;
   /** Delegations in scope (changed now or before): their caches are dropped and their task-end jobs removed. */
   delegationIds: string[];
-  /** Opaque, unexpired tokens in scope, revoked now or before: destroyed in Redis (idempotent). */
-  purgeJtis: string[];
+  /** Grants of unexpired tokens in scope (each exchanged token has its own; subject tokens share their
+   * delegation's), revoked now or before: removed from Redis with every token they hold (idempotent). */
   grantIds: string[];
   /** Subtree roots, for the recheck job. */
   tokenRoots: string[];
@@ -136,7 +136,6 @@ export class RevocationService {
     const ids = await resolveDelegations(tx, scope);
     const changed: string[] = [];
     let tokens = 0;
-    const purgeJtis: string[] = [];
     const grantIds: string[] = [];
     for (let i = 0; i < ids.length; i += ID_CHUNK) {
       const chunk = ids.slice(i, i + ID_CHUNK);
@@ -152,10 +151,10 @@ export class RevocationService {
       });
       tokens += revoked.count;
       const live = await tx.issuedToken.findMany({
-        where: { delegationId: { in: chunk }, format: "opaque", expiresAt: { gt: now } },
-        select: { jti: true },
+        where: { delegationId: { in: chunk }, expiresAt: { gt: now }, grantId: { not: null } },
+        select: { grantId: true },
       });
-      purgeJtis.push(...live.map((row) => row.jti));
+      grantIds.push(...live.flatMap((row) => (row.grantId ? [row.grantId] : [])));
       const grants = await tx.delegation.findMany({
         where: { id: { in: chunk }, grantId: { not: null } },
         select: { grantId: true },
@@ -179,7 +178,7 @@ export class RevocationService {
         ids.length === 1 && only ? { delegationId: only } : undefined,
       );
     }
-    return { cause, summary, delegationIds: ids, purgeJtis, grantIds, tokenRoots: [] };
+    return { cause, summary, delegationIds: ids, grantIds: [...new Set(grantIds)], tokenRoots: [] };
   }
 
   /** The part outside the database: caches, Redis, jobs. Never throws: what fails is queued or left to the sweep. */
@@ -208,29 +207,25 @@ export class RevocationService {
 
   async #purge(pending: PendingRevocation): Promise<void> {
     const { tokens, jobs, log } = this.#deps;
-    const { purgeJtis, grantIds, tokenRoots } = pending;
-    if (!purgeJtis.length && !grantIds.length) return;
+    const { grantIds, tokenRoots } = pending;
+    if (!grantIds.length) return;
     // A subtree revocation leaves its delegation active: only destroying its tokens makes them inactive, so it
     // is always done here, before the answer. Whole delegations already fail closed; a huge purge is queued.
-    const inline = tokenRoots.length > 0 || purgeJtis.length <= INLINE_PURGE_LIMIT;
+    const inline = tokenRoots.length > 0 || grantIds.length <= INLINE_PURGE_LIMIT;
     if (inline) {
       try {
-        await tokens.destroyAccessTokens(purgeJtis);
         await tokens.revokeGrants(grantIds);
         return;
       } catch (error) {
         log.error(
-          { err: error, tokens: purgeJtis.length },
+          { err: error, grants: grantIds.length },
           "revocation: Redis cleanup failed; queued as a job",
         );
       }
     }
     try {
-      for (let i = 0; i < Math.max(purgeJtis.length, 1); i += PURGE_JOB_SIZE) {
-        await jobs.enqueuePurge({
-          jtis: purgeJtis.slice(i, i + PURGE_JOB_SIZE),
-          grantIds: i === 0 ? grantIds : [],
-        });
+      for (let i = 0; i < grantIds.length; i += PURGE_JOB_SIZE) {
+        await jobs.enqueuePurge({ grantIds: grantIds.slice(i, i + PURGE_JOB_SIZE) });
       }
     } catch (error) {
       log.error({ err: error }, "revocation: could not queue the Redis cleanup; the sweep will do it");
@@ -244,13 +239,15 @@ export class RevocationService {
     context: AuditContext,
     now: Date,
   ): Promise<PendingRevocation> {
-    const rows = await tx.$queryRaw<{ jti: string; format: string; revoked: boolean; live: boolean }[]>`
+    const rows = await tx.$queryRaw<
+      { jti: string; grantId: string | null; revoked: boolean; live: boolean }[]
+    >`
       WITH RECURSIVE subtree AS (
         SELECT jti FROM issued_tokens WHERE jti = ${root}
         UNION
         SELECT child.jti FROM issued_tokens child JOIN subtree ON child.parent_jti = subtree.jti
       )
-      SELECT t.jti, t.format::text AS format, t.revoked_at IS NOT NULL AS revoked, t.expires_at > ${now} AS live
+      SELECT t.jti, t.grant_id AS "grantId", t.revoked_at IS NOT NULL AS revoked, t.expires_at > ${now} AS live
       FROM issued_tokens t JOIN subtree USING (jti)`;
     const fresh = rows.filter((row) => !row.revoked).map((row) => row.jti);
     for (let i = 0; i < fresh.length; i += ID_CHUNK) {
@@ -271,7 +268,6 @@ export class RevocationService {
         where: { jti: root },
         select: { delegationId: true, clientId: true, depth: true },
       });
-      // Never the jti: an opaque token's jti is the token itself.
       await this.#audit(
         tx,
         context,
@@ -284,8 +280,7 @@ export class RevocationService {
       cause,
       summary,
       delegationIds: [],
-      purgeJtis: rows.filter((row) => row.live && row.format === "opaque").map((row) => row.jti),
-      grantIds: [],
+      grantIds: rows.flatMap((row) => (row.live && row.grantId ? [row.grantId] : [])),
       tokenRoots: rows.length ? [root] : [],
     };
   }

@@ -5,6 +5,7 @@
 //  - any other token: it and every token exchanged from it, at any depth.
 // Tokens Deputy has no lineage for (admin client-credentials tokens) are left to oidc-provider alone.
 import type Provider from "oidc-provider";
+import { tokenRef } from "../delegation/token-ref.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { RevocationService } from "./revocations.ts";
 
@@ -30,8 +31,9 @@ interface RevokedToken {
 export async function cascadeRevocation(provider: Provider, token: RevokedToken): Promise<true> {
   const cascade = cascades.get(provider);
   if (!cascade) return true;
+  const ref = tokenRef(token.jti);
   const lineage = await cascade.prisma.issuedToken.findUnique({
-    where: { jti: token.jti },
+    where: { jti: ref },
     select: { delegationId: true, parentJti: true, clientId: true },
   });
   if (!lineage) return true;
@@ -49,7 +51,7 @@ export async function cascadeRevocation(provider: Provider, token: RevokedToken)
     return true;
   }
   await cascade.revocations.revoke(
-    { token: token.jti },
+    { token: ref },
     { trigger: "rfc7009", reason: "the agent revoked a token (RFC 7009)", target: lineage.clientId },
     context,
   );

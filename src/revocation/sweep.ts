@@ -106,7 +106,8 @@ export class Sweeper {
     return underEnded + orphans;
   }
 
-  /** Destroys revoked, unexpired opaque tokens still in Redis, and grants of recently ended delegations. */
+  /** Removes from Redis the grants (and so the tokens) of revoked, unexpired tokens, and of recently ended
+   * delegations; returns how many token grants were still there. */
   async #cleanRedis(): Promise<number> {
     const { prisma, tokens, maxDelegationSeconds } = this.#deps;
     const now = new Date();
@@ -114,13 +115,18 @@ export class Sweeper {
     let after = "";
     for (;;) {
       const rows = await prisma.issuedToken.findMany({
-        where: { revokedAt: { not: null }, format: "opaque", expiresAt: { gt: now }, jti: { gt: after } },
-        select: { jti: true },
+        where: {
+          revokedAt: { not: null },
+          expiresAt: { gt: now },
+          grantId: { not: null },
+          jti: { gt: after },
+        },
+        select: { jti: true, grantId: true },
         orderBy: { jti: "asc" },
         take: BATCH,
       });
       if (!rows.length) break;
-      destroyed += await tokens.destroyAccessTokens(rows.map((row) => row.jti));
+      destroyed += await tokens.revokeGrants(rows.flatMap((row) => (row.grantId ? [row.grantId] : [])));
       after = rows[rows.length - 1]?.jti ?? after;
       if (rows.length < BATCH) break;
     }

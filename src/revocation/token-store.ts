@@ -1,7 +1,8 @@
 // Removes revoked tokens from Redis through oidc-provider's own storage adapter, so a revoked token is gone from
 // every server process sharing the Redis: introspection then answers `{"active": false}` and no exchange can load
-// it. Opaque tokens are stored under their jti; grants (and every token, code and refresh token they hold) are
-// removed by grant id. JWT-format tokens are never stored: their revocation lives in the lineage table alone.
+// it. Every token Deputy mints has a grant (an exchanged token one of its own), so tokens are removed by grant id,
+// with every token, code and refresh token the grant holds; the lineage never stores a token's id (an opaque
+// token's id is the token). JWT-format tokens are never stored: their revocation lives in the lineage alone.
 import type { Redis } from "ioredis";
 import { type Adapter, createRedisAdapterFactory } from "../oauth/redis-adapter.ts";
 
@@ -9,10 +10,9 @@ import { type Adapter, createRedisAdapterFactory } from "../oauth/redis-adapter.
 const BATCH = 500;
 
 export interface TokenStore {
-  /** Destroys opaque access tokens by jti; returns how many were still present. */
-  destroyAccessTokens(jtis: readonly string[]): Promise<number>;
-  /** Removes every record of these grants (tokens, codes, refresh tokens) and the grants themselves. */
-  revokeGrants(grantIds: readonly string[]): Promise<void>;
+  /** Removes every record of these grants (tokens, codes, refresh tokens) and the grants themselves; returns how
+   * many grants were still present. */
+  revokeGrants(grantIds: readonly string[]): Promise<number>;
 }
 
 /** The part of an oidc-provider storage adapter used here (`provider.AccessToken.adapter` and the like). */
@@ -37,27 +37,21 @@ export function standaloneAdapters(redis: Redis, redisPrefix: string): TokenAdap
 export function createTokenStore(adapters: TokenAdapters): TokenStore {
   const { accessTokens, grants } = adapters;
   return {
-    async destroyAccessTokens(jtis) {
-      let present = 0;
-      for (let i = 0; i < jtis.length; i += BATCH) {
-        const batch = jtis.slice(i, i + BATCH);
-        const found = await Promise.all(batch.map((jti) => accessTokens.find(jti)));
-        const live = batch.filter((_, index) => found[index] !== undefined && found[index] !== null);
-        present += live.length;
-        await Promise.all(live.map((jti) => accessTokens.destroy(jti)));
-      }
-      return present;
-    },
     async revokeGrants(grantIds) {
+      let present = 0;
       for (let i = 0; i < grantIds.length; i += BATCH) {
         const batch = grantIds.slice(i, i + BATCH);
-        await Promise.all(
+        const found = await Promise.all(
           batch.map(async (grantId) => {
+            const grant = await grants.find(grantId);
             await accessTokens.revokeByGrantId(grantId);
             await grants.destroy(grantId);
+            return grant !== undefined && grant !== null;
           }),
         );
+        present += found.filter(Boolean).length;
       }
+      return present;
     },
   };
 }

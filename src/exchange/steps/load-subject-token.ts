@@ -2,6 +2,7 @@ import { errors as joseErrors, jwtVerify } from "jose";
 import { errors } from "oidc-provider";
 import { DelegationStore } from "../../delegation/delegations.ts";
 import { isDelegatedTokenClaims } from "../../delegation/token-claims.ts";
+import { tokenRef } from "../../delegation/token-ref.ts";
 import type { ExchangeState, SubjectToken } from "../exchange-state.ts";
 
 const INACTIVE = "subject_token is not an active access token issued by Deputy for a delegation";
@@ -43,13 +44,13 @@ async function fromOpaque(state: ExchangeState, value: string): Promise<SubjectT
 }
 
 /**
- * A revoked opaque token is gone from Redis; its lineage (an opaque token's value is its jti) still says why, which
+ * A revoked opaque token is gone from Redis; its lineage (keyed by the hash of its id, which is its value) still says why, which
  * is worth telling the agent that holds it. Only on the refusal path.
  */
 async function revokedBecause(state: ExchangeState, value: string): Promise<string | undefined> {
   if (value.length > 256) return undefined;
   const lineage = await state.deps.prisma.issuedToken.findUnique({
-    where: { jti: value },
+    where: { jti: tokenRef(value) },
     select: { revokedAt: true, delegationId: true },
   });
   if (!lineage?.revokedAt) return undefined;
@@ -74,7 +75,10 @@ async function fromJwt(state: ExchangeState, value: string): Promise<SubjectToke
   const { jti, client_id: clientId, sub, scope, aud, exp, cnf } = payload as Record<string, unknown>;
   if (typeof jti !== "string" || typeof clientId !== "string" || typeof sub !== "string") return undefined;
   if (!isDelegatedTokenClaims(payload)) return undefined;
-  const lineage = await deps.prisma.issuedToken.findUnique({ where: { jti }, select: { revokedAt: true } });
+  const lineage = await deps.prisma.issuedToken.findUnique({
+    where: { jti: tokenRef(jti) },
+    select: { revokedAt: true },
+  });
   if (!lineage || lineage.revokedAt) return undefined;
   return {
     jti,

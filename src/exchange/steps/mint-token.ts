@@ -51,5 +51,5 @@ export async function mintToken(state: ExchangeState): Promise<void> {
   });
   if (state.jkt) token.setThumbprint("jkt", state.jkt);
   const value = await token.save();
-  state.issued = { value, jti: token.jti, tokenType: state.jkt ? "DPoP" : "Bearer", format };
+  state.issued = { value, jti: token.jti, grantId, tokenType: state.jkt ? "DPoP" : "Bearer", format };
 }

@@ -1,3 +1,4 @@
+import { tokenRef } from "../../delegation/token-ref.ts";
 import { auditContext, describeExchange } from "../exchange-audit.ts";
 import { type ExchangeState, required } from "../exchange-state.ts";
 
@@ -17,14 +18,15 @@ export async function recordIssuance(state: ExchangeState): Promise<void> {
       {
         ...describeExchange(state),
         decision: "allow",
-        details: { task: delegation.taskDescription, jti: issued.jti },
+        details: { task: delegation.taskDescription, token_ref: tokenRef(issued.jti) },
       },
       {
         issuedTokens: [
           {
-            jti: issued.jti,
+            jti: tokenRef(issued.jti),
             delegationId: delegation.id,
-            parentJti: subject.jti,
+            parentJti: tokenRef(subject.jti),
+            grantId: issued.grantId,
             clientId: state.caller.clientId,
             actorChain: chain,
             resource: state.resource?.uri,

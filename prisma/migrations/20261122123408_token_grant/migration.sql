@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "issued_tokens" ADD COLUMN     "grant_id" TEXT;
