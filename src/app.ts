@@ -8,6 +8,7 @@ import { ensureBootstrapAdmin } from "./admin/bootstrap.ts";
 import { adminRouter } from "./admin/routes.ts";
 import { AuditLog } from "./audit/audit-log.ts";
 import { AuditTrail } from "./audit/audit-trail.ts";
+import { auditProviderEndpoints } from "./audit/provider-audit.ts";
 import { Evaluator } from "./authzen/evaluator.ts";
 import { authzenRouter, isAuthzenPath } from "./authzen/routes.ts";
 import type { Config } from "./config.ts";
@@ -138,6 +139,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     policy: policy.exchangePolicy,
   });
   provider.on("server_error", (_ctx, error) => log.error({ err: error }, "oidc-provider server error"));
+  auditProviderEndpoints(provider, { audit, prisma, log });
 
   // Revocation: task ends, suspensions, offboarding, RFC 7009 cascades, the sweep, and their BullMQ jobs.
   const revocation = createRevocationRuntime({
@@ -197,7 +199,9 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     if (isAuthzenPath(ctx.path)) return authzenStack(ctx as never, async () => {});
     await next();
   });
-  app.use(revocation.routes());
+  app.use(
+    revocation.routes({ authenticatePerson: (ctx, purpose, csrf) => peopleUi.personFor(ctx, purpose, csrf) }),
+  );
   // Pages for people: sign-in, consent, approvals, my delegations.
   app.use(
     peopleUi.routes(provider, {

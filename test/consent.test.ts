@@ -762,5 +762,40 @@ describe("people approve delegation (HTTP)", () => {
       const again = await client.request(action, { form: { csrf: hiddenField(page.body, "csrf", action) } });
       expect(again.status).toBe(404);
     });
+
+    it("lets the person end a task from my delegations, through POST /tasks/{id}/complete with the session", async () => {
+      const s = await createScenario(server);
+      const { client, consent, verifier } = await toConsent(s, {
+        details: [agentTask({ task_id: "done-by-person", description: "Send the invites" })],
+      });
+      const done = await answer(client, consent.body, approveAll);
+      const token = await redeemCode(server, s.agent, codeFrom(done.location), verifier);
+      const page = await client.request("/delegations");
+      const action = "/tasks/done-by-person/complete";
+      expect(page.body).toContain(`action="${action}"`);
+
+      // Without the form's CSRF token the session is not enough, and nothing ends.
+      const forged = await client.request(action, { form: { csrf: "forged" } });
+      expect(forged.status).toBe(403);
+      const stillActive = await server.deputy.db.prisma.delegation.findFirstOrThrow({
+        where: { taskId: "done-by-person" },
+      });
+      expect(stillActive.status).toBe("active");
+
+      const completed = await client.request(action, {
+        form: { csrf: hiddenField(page.body, "csrf", action) },
+      });
+      expect(completed.status).toBe(303);
+      expect(completed.location).toBe(`${server.url}/delegations?done=completed`);
+      const ended = await server.deputy.db.prisma.delegation.findFirstOrThrow({
+        where: { taskId: "done-by-person" },
+      });
+      expect(ended.status).not.toBe("active");
+      const refused = await exchange(server, s.agent, {
+        subject_token: token.body.access_token,
+        resource: s.calendar,
+      });
+      expect(refused.status).toBe(400);
+    });
   });
 });

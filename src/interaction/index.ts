@@ -11,9 +11,12 @@ import type { Config } from "../config.ts";
 import type { DelegationStore } from "../delegation/delegations.ts";
 import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
+import { ApiError } from "../http/api-error.ts";
 import type { Logger } from "../logger.ts";
 import { Authenticator } from "./authenticate.ts";
 import { PendingApprovals } from "./ciba.ts";
+import { readCookie, SESSION_COOKIE } from "./cookies.ts";
+import { csrfValid } from "./csrf.ts";
 import { deriveCookieKeys } from "./keys.ts";
 import { LoginThrottle } from "./login-throttle.ts";
 import { Pages, STYLESHEET_PATH } from "./pages.ts";
@@ -42,6 +45,12 @@ export interface PeopleUi {
   hooks: ProviderHooks;
   /** The pages' routes; requests for other paths pass through. */
   routes(provider: Provider, services: PeopleUiServices): Middleware;
+  /**
+   * The active person signed in on this request, for a form posted from Deputy's pages outside these routes
+   * (e.g. "task is done"): undefined without a session; a 403 when the form's CSRF token is not this session's
+   * for `purpose`.
+   */
+  personFor(ctx: Context, purpose: string, csrf: unknown): Promise<string | undefined>;
 }
 
 const PATHS = /^\/(?:$|login$|logout$|approvals(?:\/|$)|delegations(?:\/|$)|interaction(?:\/|$))/;
@@ -67,6 +76,16 @@ export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
 
   return {
     hooks,
+    async personFor(ctx, purpose, csrf) {
+      const session = await sessions.find(readCookie(ctx.get("cookie"), SESSION_COOKIE));
+      if (!session) return undefined;
+      const person = await prisma.person.findUnique({ where: { id: session.personId } });
+      if (person?.status !== "active") return undefined;
+      if (!csrfValid(session.csrfSecret, purpose, csrf)) {
+        throw new ApiError(403, "access_denied", "the form's CSRF token is missing or not this session's");
+      }
+      return person.id;
+    },
     routes(provider, services) {
       const web: WebDeps = {
         ...deps,

@@ -12,11 +12,17 @@ import { authenticateAgent } from "./agent-auth.ts";
 import type { TaskService } from "./tasks.ts";
 
 /**
- * Hook for the person's path: returns the id of the person signed in on this request (checking the session and
- * its CSRF protection), or undefined when the request carries no session. Not wired yet: the agent path works
- * without it.
+ * The person's path: the id of the person signed in on this request, checking the session and the form's CSRF
+ * token for `purpose`; undefined when the request carries no session (then the agent path applies).
  */
-export type PersonAuthenticator = (ctx: Context) => Promise<string | undefined>;
+export type PersonAuthenticator = (
+  ctx: Context,
+  purpose: string,
+  csrf: unknown,
+) => Promise<string | undefined>;
+
+/** The CSRF purpose of the "task is done" form on the person's pages. */
+export const completeTaskPurpose = (taskId: string) => `complete-task:${taskId}`;
 
 export interface TaskRouteDeps {
   provider: Provider;
@@ -34,13 +40,22 @@ export function taskRoutes(deps: TaskRouteDeps): Middleware {
     if (!TASK_ID.test(taskId)) throw new ApiError(400, "invalid_request", "task_id is not a valid task id");
     const body = (ctx.request.body ?? {}) as Record<string, unknown>;
     const context = { requestId: ctx.state.requestId, clientAddress: ctx.ip };
-    const personId = deps.authenticatePerson ? await deps.authenticatePerson(ctx) : undefined;
+    const personId = deps.authenticatePerson
+      ? await deps.authenticatePerson(ctx, completeTaskPurpose(taskId), body.csrf)
+      : undefined;
     if (personId) {
-      ctx.body = await deps.tasks.complete(
+      const result = await deps.tasks.complete(
         taskId,
         { kind: "person", personId },
         { ...context, actor: personId },
       );
+      // A form posted from "my delegations" goes back there; an API caller gets the JSON result.
+      if (ctx.is("application/x-www-form-urlencoded")) {
+        ctx.status = 303;
+        ctx.redirect("/delegations?done=completed");
+        return;
+      }
+      ctx.body = result;
       return;
     }
     const clientId = await authenticateAgent(ctx, body, {

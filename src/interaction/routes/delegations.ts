@@ -2,6 +2,7 @@
 // sub-agents acting under each (from the token lineage) — each with a Revoke button.
 import { Router } from "@koa/router";
 import type { Context } from "koa";
+import { completeTaskPurpose } from "../../revocation/routes.ts";
 import { csrfToken } from "../csrf.ts";
 import { revokeOwnDelegation } from "../end-delegation.ts";
 import { formatDuration, formatTime } from "../format.ts";
@@ -21,6 +22,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const NOTICES: Record<string, string> = {
   revoked: "Revoked. The agent and every sub-agent acting under it can no longer use it.",
+  completed: "Task marked done. Its delegation has ended, for the agent and every sub-agent acting under it.",
 };
 
 export function delegationsRoutes(deps: WebDeps): Router {
@@ -72,6 +74,9 @@ export function delegationsRoutes(deps: WebDeps): Router {
         remaining: formatDuration((row.endsAt.getTime() - now) / 1000),
         chains,
         csrf: csrfToken(current.session.csrfSecret, `revoke:${row.id}`),
+        completeCsrf: row.taskId
+          ? csrfToken(current.session.csrfSecret, completeTaskPurpose(row.taskId))
+          : undefined,
       };
     });
     deps.pages.render(ctx, "delegations.njk", {
