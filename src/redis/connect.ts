@@ -17,7 +17,13 @@ export interface RedisConnection {
   close(): Promise<void>;
 }
 
-const BASE_OPTIONS: RedisOptions = { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 2 };
+// Auto-pipelining sends the commands of concurrent requests in one write: fewer system calls under load.
+const BASE_OPTIONS: RedisOptions = {
+  lazyConnect: true,
+  connectTimeout: 2000,
+  maxRetriesPerRequest: 2,
+  enableAutoPipelining: true,
+};
 
 export async function connectRedis(options: {
   url: string;

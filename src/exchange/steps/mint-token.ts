@@ -33,7 +33,7 @@ export async function mintToken(state: ExchangeState): Promise<void> {
   const format = resource.tokenFormat;
   const grant = new provider.Grant({ accountId: subject.accountId, clientId: client.clientId });
   grant.addResourceScope(resource.uri, scope);
-  const grantId = await grant.save();
+  const grantId = grant.jti;
   const token = new provider.AccessToken({
     accountId: subject.accountId,
     client,
@@ -50,6 +50,6 @@ export async function mintToken(state: ExchangeState): Promise<void> {
     }),
   });
   if (state.jkt) token.setThumbprint("jkt", state.jkt);
-  const value = await token.save();
+  const [value] = await Promise.all([token.save(), grant.save()]);
   state.issued = { value, jti: token.jti, grantId, tokenType: state.jkt ? "DPoP" : "Bearer", format };
 }
