@@ -24,6 +24,8 @@ const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token";
 export const RESOURCE_URI = "https://calendar.bench.example";
 const SCOPES = ["calendar.read", "calendar.write"];
+/** The delegation carries the low-risk scope only: the common case, with no step-up approval involved. */
+const DELEGATED_SCOPES = ["calendar.read"];
 
 // ---------------------------------------------------------------------------------------------------------
 // Cleanup: every process, key prefix, database and directory is registered here as soon as it exists.
@@ -190,7 +192,7 @@ export async function seed(env: Record<string, string>): Promise<Fixture> {
         agentClientId: agent.client_id,
         taskId: "bench-task",
         taskDescription: "Benchmark the token exchange",
-        scopes: SCOPES,
+        scopes: DELEGATED_SCOPES,
         resources: [RESOURCE_URI],
         endsAt: new Date(Date.now() + 2 * 3600_000),
       },
@@ -217,7 +219,10 @@ export interface ServerProcess {
   url: string;
   child: ChildProcess;
   spawnedAt: number;
+  /** The last 20,000 characters the process wrote (stdout and stderr). */
   stderr(): string;
+  /** Undefined while the process runs; how it ended otherwise. */
+  exit(): string | undefined;
   stop(): Promise<void>;
 }
 
@@ -226,7 +231,9 @@ export async function startServer(
   nodeFlags: string[] = [],
 ): Promise<ServerProcess> {
   const spawnedAt = Date.now();
-  const child = spawn(process.execPath, [...nodeFlags, "--import", "tsx", "src/main.ts"], {
+  // BENCH_NODE_FLAGS: extra V8/Node flags for the server processes (e.g. to try a workaround).
+  const extra = (process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean);
+  const child = spawn(process.execPath, [...extra, ...nodeFlags, "--import", "tsx", "src/main.ts"], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -261,20 +268,28 @@ export async function startServer(
     if (Date.now() > deadline) throw new Error(`server did not become healthy in 60 s:\n${output}`);
     await sleep(200);
   }
-  return { url, child, spawnedAt, stderr: () => output, stop };
+  const exit = () =>
+    child.exitCode !== null || child.signalCode !== null
+      ? `exited (code ${child.exitCode}, signal ${child.signalCode})`
+      : undefined;
+  return { url, child, spawnedAt, stderr: () => output, exit, stop };
 }
 
 const CLOCK_TICKS = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
 
-/** CPU seconds (user + system) a process has used so far. */
+const lastCpuSeconds = new Map<number, number>();
+
+/** CPU seconds (user + system) a process has used so far (for a process gone, the last figure read). */
 export function cpuSeconds(pid: number | undefined): number {
   if (!pid) return 0;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    const seconds = (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    lastCpuSeconds.set(pid, seconds);
+    return seconds;
   } catch {
-    return 0;
+    return lastCpuSeconds.get(pid) ?? 0;
   }
 }
 
@@ -307,6 +322,43 @@ export async function databaseActivity(url: string) {
   } finally {
     await client.end();
   }
+}
+
+/**
+ * Samples, ten times a second, how many sessions of the database wait for a lock (the audit chain's advisory
+ * lock serializes group commits across processes). Stop it to get the share of samples with a waiter.
+ */
+export async function watchLockWaits(url: string) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  let samples = 0;
+  let withWaiter = 0;
+  let waiters = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const { rows } = await client.query(
+        "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock')::int AS waiting FROM pg_stat_activity WHERE datname = current_database()",
+      );
+      const waiting = Number(rows[0]?.waiting ?? 0);
+      samples++;
+      waiters += waiting;
+      if (waiting > 0) withWaiter++;
+      await sleep(100);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop.catch(() => {});
+      await client.end();
+      return {
+        samples,
+        shareWithWaiter: samples ? withWaiter / samples : 0,
+        meanWaiting: samples ? waiters / samples : 0,
+      };
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------

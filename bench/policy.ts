@@ -6,6 +6,8 @@
 //
 //   npm run bench              (runs bench/run.ts, then this)
 //   npx tsx bench/policy.ts    (this alone; BENCH_SECONDS=N to change the measuring time)
+// Measurement aids: BENCH_ONLY=evaluation skips the baseline; BENCH_AUDIT_OFF=1 prices decisions without their
+// audit writes; BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=DIR" profiles the server process.
 import os from "node:os";
 import { createDeputy } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
@@ -197,7 +199,7 @@ async function scenario(name: string, server: ServerProcess, target: Target): Pr
   const row = { scenario: name, peak, paced };
   const line = (label: string, r: LoadResult & { serverCores: number }) =>
     `  ${`${name} ${label}`.padEnd(34)} ${r.rps.toFixed(0).padStart(6)}/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  ` +
-    `p99 ${r.p99.toFixed(2).padStart(6)} ms  non-2xx ${r.non2xx}  errors ${r.errors}  server CPU ${r.serverCores.toFixed(2)}`;
+    `p99 ${r.p99.toFixed(2).padStart(6)} ms  non-2xx ${r.non2xx}  errors ${r.errors}  server CPU ${r.serverCores.toFixed(2)} (${(r.rps / Math.max(r.serverCores, 0.01)).toFixed(0)}/s per core)`;
   console.log(line(`(${CONNECTIONS} connections)`, peak));
   console.log(line(`(${rate}/s = 70% of peak)`, paced));
   return row;
@@ -236,20 +238,24 @@ async function main(): Promise<void> {
     throw new Error(`evaluation was not allowed: ${probe.status} ${JSON.stringify(probe.body)}`);
   if (probe.body.context.policy_version !== 2) throw new Error("the 50-policy set is not in force");
 
-  const rows = [
-    await scenario("exchange (baseline)", server, exchangeTarget(url, fixture)),
-    await scenario("evaluation", server, evaluation),
-  ];
+  const rows =
+    process.env.BENCH_ONLY === "evaluation"
+      ? [await scenario("evaluation", server, evaluation)]
+      : [
+          await scenario("exchange (baseline)", server, exchangeTarget(url, fixture)),
+          await scenario("evaluation", server, evaluation),
+        ];
   const after = await send(evaluation);
   if (after.body.decision !== true)
     throw new Error(`an evaluation was refused after the run: ${JSON.stringify(after.body)}`);
 
-  const [exchange, decisions] = rows as [Row, Row];
+  const decisions = rows.at(-1) as Row;
+  const exchange = rows.length > 1 ? (rows[0] as Row) : undefined;
   const failures = rows.flatMap((row) =>
     [row.peak, row.paced].filter((r) => r.non2xx || r.errors).map(() => `${row.scenario}: failed requests`),
   );
   console.log(
-    `\n  evaluations vs exchange: ${(decisions.peak.rps / exchange.peak.rps).toFixed(2)}×; goal ≥ ${GOALS.decisionsPerSecond}/s: ` +
+    `\n  evaluations vs exchange: ${exchange ? (decisions.peak.rps / exchange.peak.rps).toFixed(2) : "-"}×; goal ≥ ${GOALS.decisionsPerSecond}/s: ` +
       `${decisions.peak.rps >= GOALS.decisionsPerSecond ? "met" : "NOT met"}; p99 at 70% ≤ ${GOALS.p99AtShareMs} ms: ` +
       `${decisions.paced.p99 <= GOALS.p99AtShareMs ? "met" : "NOT met"}`,
   );
@@ -263,9 +269,18 @@ let running: ServerProcess | undefined;
 
 main()
   .catch((error: unknown) => {
-    console.error("policy benchmark failed:", error instanceof Error ? (process.env.BENCH_DEBUG ? error.stack : error.message) : error);
+    console.error(
+      "policy benchmark failed:",
+      error instanceof Error ? (process.env.BENCH_DEBUG ? error.stack : error.message) : error,
+    );
     if (running)
-      console.error(`server output (last lines):\n${running.stderr().split("\n").slice(-30).join("\n")}`);
+      console.error(
+        `server output (last lines):\n${running
+          .stderr()
+          .split("\n")
+          .slice(process.env.BENCH_DEBUG ? -400 : -30)
+          .join("\n")}`,
+      );
     process.exitCode = 1;
   })
   .finally(async () => {

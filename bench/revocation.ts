@@ -40,6 +40,8 @@ const GOALS = { propagationP99Ms: 100, subtreeMs: 1_000 };
 
 const cleanups: { what: string; run: () => Promise<void> }[] = [];
 const children = new Set<ChildProcess>();
+/** The last output of each server process, shown if the benchmark fails. */
+const outputs = new Map<string, () => string>();
 const onCleanup = (what: string, run: () => Promise<void>) => cleanups.push({ what, run });
 
 async function cleanUp(): Promise<void> {
@@ -124,6 +126,7 @@ async function startServer(env: Record<string, string>): Promise<string> {
     }
   });
   const url = `http://127.0.0.1:${env.PORT}`;
+  outputs.set(url, () => `exit ${child.exitCode ?? "-"} signal ${child.signalCode ?? "-"}\n${output}`);
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`server exited during start-up:\n${output}`);
@@ -147,10 +150,17 @@ const basic = (c: Client) =>
   `Basic ${Buffer.from(`${encodeURIComponent(c.client_id)}:${encodeURIComponent(c.client_secret)}`).toString("base64")}`;
 
 async function post(url: string, form: Record<string, string>, client: Client) {
-  const response = await fetch(url, {
-    method: "POST",
-    headers: { authorization: basic(client), "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams(form).toString(),
+  const send = () =>
+    fetch(url, {
+      method: "POST",
+      headers: { authorization: basic(client), "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams(form).toString(),
+    });
+  // A kept-alive connection the server closed as it was reused (keepAliveTimeout) fails before any answer:
+  // sending again is safe then.
+  const response = await send().catch((error: unknown) => {
+    if (error instanceof TypeError && error.message === "fetch failed") return send();
+    throw error;
   });
   const text = await response.text();
   return { status: response.status, body: text ? JSON.parse(text) : {} };
@@ -435,6 +445,7 @@ async function main(): Promise<void> {
 
 main().catch(async (error: unknown) => {
   console.error("revocation bench failed:", error instanceof Error ? (error.stack ?? error.message) : error);
+  for (const [url, output] of outputs) console.error(`\n--- server ${url} ---\n${output().slice(-4_000)}`);
   await cleanUp();
   process.exit(1);
 });

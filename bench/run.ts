@@ -1,13 +1,15 @@
 // Deputy benchmark: client_credentials (baseline), RFC 8693 token exchange and introspection against real
-// server processes, on loopback, for a bounded time. `npm run bench` measures one server on the embedded
-// database (PGlite), then two servers sharing PostgreSQL and Redis, and prints a markdown table for
-// docs/BENCHMARKS.md. `npm run bench -- --profile` instead runs one server per scenario under `node --cpu-prof`
-// (PGlite; and PostgreSQL for the exchange) and prints where its CPU time went.
+// server processes, on loopback, for a bounded time (about 2.5 minutes). `npx tsx bench/run.ts` (also part of
+// `npm run bench`) measures one server on the embedded database (PGlite), then two servers sharing PostgreSQL
+// and Redis, and prints a markdown table for docs/BENCHMARKS.md; it exits non-zero if any request got no 2xx
+// answer or a server died. `npx tsx bench/run.ts --profile` instead runs one server per scenario under
+// `node --cpu-prof` (PGlite; PostgreSQL too for the exchange) and prints where its CPU time went.
 //
 // Data is seeded before a server starts, in this process, through Deputy's own services (PGlite allows one
 // process at a time): a person, a resource server, an agent, a delegation and its subject token (kept in
 // Redis under the same prefix, so the server process accepts it). Everything started or created here is
-// stopped or removed at the end, also on failure or Ctrl-C.
+// stopped or removed at the end, also on failure or Ctrl-C. Settings: BENCH_POSTGRES_URL, BENCH_REDIS_URL,
+// BENCH_NODE_FLAGS (extra flags for the server processes).
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
@@ -34,6 +36,7 @@ import {
   serverEnv,
   startServer,
   tempDir,
+  watchLockWaits,
 } from "./harness.ts";
 import { closedLoop, combine, type LoadResult, openLoop, type Target } from "./load.ts";
 import { formatProfile, summariseProfile } from "./profile.ts";
@@ -102,6 +105,14 @@ async function measure(
       `\n  ${"".padEnd(34)} CPU in cores: server ${serverCores.toFixed(2)}, load generator ${benchCores.toFixed(2)},` +
       ` everything else ${measurement.otherCores.toFixed(2)}; server CPU per request ${cpuPerRequest(measurement)}`,
   );
+  const gone = servers.filter((server) => server.exit());
+  if (gone.length) {
+    const server = gone[0] as ServerProcess;
+    throw new Error(
+      `${setup} / ${scenario}: the server at ${server.url} ${server.exit()} during the measurement; its last output:\n` +
+        server.stderr().split("\n").slice(-40).join("\n"),
+    );
+  }
   if (result.non2xx > 0 || result.errors > 0) {
     const sample = await send(probe).catch((error: Error) => ({ status: 0, body: error.message }));
     failures.push(
@@ -160,13 +171,9 @@ async function singlePglite(): Promise<SetupResult> {
     baselineTarget(server.url),
   ]);
   const exchange = await saturate(setup, "token exchange", servers, [exchangeTarget(server.url, fixture)]);
-  const introspection = await saturate(setup, "introspection", servers, [
-    introspectionTarget(server.url, fixture, token),
-  ]);
-  await expectActive(introspectionTarget(server.url, fixture, token));
-
   const rate = exchange.rps * PEAK_SHARE;
   const target = exchangeTarget(server.url, fixture);
+  const paced = await atShareOfPeak(setup, servers, [target], rate);
   const burst = await measure(
     setup,
     `exchange @ ${Math.round(rate)}/s, autocannon overallRate`,
@@ -174,7 +181,10 @@ async function singlePglite(): Promise<SetupResult> {
     () => closedLoop([target], { connections: CONNECTIONS, seconds: MEASURE_SECONDS, overallRate: rate }),
     target,
   );
-  const paced = await atShareOfPeak(setup, servers, [target], rate);
+  const introspection = await saturate(setup, "introspection", servers, [
+    introspectionTarget(server.url, fixture, token),
+  ]);
+  await expectActive(introspectionTarget(server.url, fixture, token));
   await server.stop();
   return { setup, baseline, exchange, introspection, paced, burst };
 }
@@ -254,13 +264,26 @@ async function dualPostgres(): Promise<SetupResult> {
     return after;
   };
   let activity = await databaseActivity(databaseUrl);
+  const lockWaits = await watchLockWaits(databaseUrl);
   const exchange = await saturate(
     setup,
     "token exchange",
     servers,
     urls.map((url) => exchangeTarget(url, fixture)),
   );
+  const waits = await lockWaits.stop();
+  console.log(
+    `  ${"".padEnd(34)} PostgreSQL sessions waiting for a lock: in ${(waits.shareWithWaiter * 100).toFixed(0)}% of` +
+      ` ${waits.samples} samples, ${waits.meanWaiting.toFixed(2)} on average`,
+  );
   activity = await perRequest(activity, exchange);
+  const paced = await atShareOfPeak(
+    setup,
+    servers,
+    urls.map((url) => exchangeTarget(url, fixture)),
+    exchange.rps * PEAK_SHARE,
+  );
+  activity = await databaseActivity(databaseUrl);
   const introspection = await saturate(
     setup,
     "introspection",
@@ -268,13 +291,6 @@ async function dualPostgres(): Promise<SetupResult> {
     urls.map((url) => introspectionTarget(url, fixture, token)),
   );
   await perRequest(activity, introspection);
-  const rate = exchange.rps * PEAK_SHARE;
-  const paced = await atShareOfPeak(
-    setup,
-    servers,
-    urls.map((url) => exchangeTarget(url, fixture)),
-    rate,
-  );
   await Promise.all(servers.map((s) => s.stop()));
   return { setup, baseline, exchange, introspection, paced };
 }

@@ -149,7 +149,7 @@ describe.each(BACKENDS)("runtime policy on %s", (backend) => {
       limit: 100,
       window_seconds: 60,
     });
-    const { token, delegation, agent } = await agentWithToken(mail, ["mail.read", "mail.send"]);
+    const { token, delegation, agent, subjectToken } = await agentWithToken(mail, ["mail.read", "mail.send"]);
     for (let i = 1; i <= 100; i++) {
       const answer = await evaluate(server, mail, ask(token, "mail.send"));
       expect(answer.status).toBe(200);
@@ -163,6 +163,18 @@ describe.each(BACKENDS)("runtime policy on %s", (backend) => {
     }
     // Another action of the same agent is not limited by the rule.
     expect((await evaluate(server, mail, ask(token, "mail.read"))).body.decision).toBe(true);
+    // Over the limit, the agent gets no fresh token for that action either (an exchange only checks the count).
+    const fresh = await exchange(server, agent, {
+      subject_token: subjectToken,
+      resource: mail.uri,
+      scope: "mail.send",
+    });
+    expect(fresh.body.error).toBe("access_denied");
+    expect(fresh.body.error_description).toContain(`velocity rule ${rule.name}`);
+    expect(
+      (await exchange(server, agent, { subject_token: subjectToken, resource: mail.uri, scope: "mail.read" }))
+        .status,
+    ).toBe(200);
 
     const events = await server.deputy.db.prisma.auditEvent.findMany({
       where: { delegationId: delegation.id, type: "evaluation", scopesAsked: { has: "mail.send" } },

@@ -176,7 +176,7 @@ describe("two server processes and a worker process sharing PostgreSQL and Redis
       headers: { authorization: `Bearer ${token.body.access_token}`, "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
-    return { status: response.status, body: await response.json() };
+    return { status: response.status, body: (await response.json()) as any };
   }
   async function delegation(agent: typeof planner, endsInSeconds = 3600) {
     const row = await seeder.delegations.create(

@@ -2,7 +2,7 @@
 // gzip-compressed NDJSON files (the export format, chain links included), recorded in an AuditArchive row and
 // a manifest.json next to the files (first prev_hash, last hash, file sha-256), and only then removed — all in
 // one transaction that holds the chain lock. While any legal hold is active nothing is removed.
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import {
   closeSync,
   createReadStream,
@@ -149,6 +149,7 @@ export async function archiveAuditEvents(options: ArchiveOptions): Promise<Archi
           throw new Error("the events changed while they were being archived");
         const created = await tx.auditArchive.create({
           data: {
+            id: written.id,
             fromSeq: written.fromSeq,
             toSeq: written.toSeq,
             fromTime: written.fromTime,
@@ -205,6 +206,7 @@ async function activeHolds(prisma: PrismaClient) {
 }
 
 interface WrittenArchive {
+  id: string;
   file: string;
   fromSeq: bigint;
   toSeq: bigint;
@@ -267,10 +269,12 @@ async function writeArchiveFile(
     throw error;
   }
   const pad = (seq: bigint) => seq.toString().padStart(12, "0");
-  const file = `audit-${pad(summary.fromSeq)}-${pad(summary.toSeq)}.ndjson.gz`;
+  // The archive's id in the name: two runs racing over the same events never write (or remove) one file.
+  const id = randomUUID();
+  const file = `audit-${pad(summary.fromSeq)}-${pad(summary.toSeq)}-${id.slice(0, 8)}.ndjson.gz`;
   renameSync(temp, path.join(dir, file));
   syncDirectory(dir);
-  return { ...summary, file, sha256: hash.digest("hex") };
+  return { ...summary, id, file, sha256: hash.digest("hex") };
 }
 
 /** manifest.json: every archive with its chain hashes, for whoever holds the files without the database. */

@@ -91,7 +91,11 @@ export class AuditLog {
     this.#skipCommitEvents = options.measurementOnlySkipCommitEvents === true;
   }
 
-  /** Records one event; pass `tx` to commit it atomically with the change it describes. */
+  /**
+   * Records one event; pass `tx` to commit it atomically with the change it describes. With `tx`, the chain's
+   * lock is held from here until that transaction ends, pausing every other append (token issuance included):
+   * call it last, after the transaction's other statements. Without `tx` it goes through group commit.
+   */
   async record(context: AuditContext, event: AuditEventInput, tx?: Prisma.TransactionClient): Promise<void> {
     const row = toUnsealed(context, event);
     if (tx) await appendToChain(prismaTx(tx), [row]);

@@ -6,6 +6,7 @@ import { type JWTVerifyGetKey, errors as joseErrors, jwtVerify } from "jose";
 import type Provider from "oidc-provider";
 import { type DelegationState, DelegationStore } from "../delegation/delegations.ts";
 import { actorChain, isDelegatedTokenClaims } from "../delegation/token-claims.ts";
+import { tokenRef } from "../delegation/token-ref.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 
 export interface TokenSubject {
@@ -103,7 +104,10 @@ async function fromJwt(deps: TokenSubjectDeps, value: string, audience: string):
   const { jti, sub } = payload;
   if (typeof jti !== "string" || typeof sub !== "string" || !isDelegatedTokenClaims(payload))
     return undefined;
-  const lineage = await deps.prisma.issuedToken.findUnique({ where: { jti }, select: { revokedAt: true } });
+  const lineage = await deps.prisma.issuedToken.findUnique({
+    where: { jti: tokenRef(jti) },
+    select: { revokedAt: true },
+  });
   if (!lineage || lineage.revokedAt) return undefined;
   return {
     jti,

@@ -55,7 +55,9 @@ export class AdminClient {
   /** A GET whose successful response is returned unread (for streamed bodies); errors throw as `request`'s do. */
   async stream(pathname: string): Promise<Response> {
     const token = await this.#accessToken();
-    const response = await this.#fetch(`/admin/v1${pathname}`, { headers: { authorization: `Bearer ${token}` } });
+    const response = await this.#fetch(`/admin/v1${pathname}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
     if (!response.ok) await readJson(response);
     return response;
   }

@@ -93,42 +93,33 @@ export class GroupCommitWriter {
   }
 }
 
-/** issued_tokens columns by field, with the type jsonb_to_recordset reads each as. */
-const TOKEN_COLUMNS: Record<string, [column: string, type: string]> = {
-  jti: ["jti", "text"],
-  delegationId: ["delegation_id", "uuid"],
-  parentJti: ["parent_jti", "text"],
-  clientId: ["client_id", "text"],
-  actorChain: ["actor_chain", "text[]"],
-  resource: ["resource", "text"],
-  scopes: ["scopes", "text[]"],
-  depth: ["depth", "int"],
-  format: ["format", '"TokenFormat"'],
-  issuedAt: ["issued_at", "timestamptz"],
-  expiresAt: ["expires_at", "timestamptz"],
-  revokedAt: ["revoked_at", "timestamptz"],
-};
+/** Prisma field names follow the schema's @map convention: camelCase fields, snake_case columns. */
+const column = (field: string) => field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
+/**
+ * Inserts token lineage rows with one statement per shape of row, typed by the table's own row type
+ * (jsonb_populate_recordset), so a column added to IssuedToken needs no change here; a field that maps to no
+ * column fails loudly. Columns a row leaves out get their defaults.
+ */
 async function insertIssuedTokens(tx: ChainTx, rows: Prisma.IssuedTokenCreateManyInput[]): Promise<void> {
-  if (rows.length === 0) return;
-  const fields = [...new Set(rows.flatMap((row) => Object.keys(row)))];
-  const unknown = fields.filter((field) => !(field in TOKEN_COLUMNS));
-  // A field added to IssuedToken must be added above, or its value would be dropped silently.
-  if (unknown.length) throw new Error(`group commit: issued_tokens has no column for ${unknown.join(", ")}`);
-  const columns = fields.map((field) => TOKEN_COLUMNS[field] as [string, string]);
-  const records = rows.map((row) =>
-    Object.fromEntries(
-      fields.map((field, i) => {
-        const value = (row as Record<string, unknown>)[field];
-        return [columns[i]?.[0], value instanceof Date ? value.toISOString() : (value ?? null)];
-      }),
-    ),
-  );
-  const names = columns.map(([column]) => column).join(", ");
-  const values = columns.map(([column]) => (column === "issued_at" ? "COALESCE(issued_at, now())" : column));
-  await tx.query(
-    `INSERT INTO issued_tokens (${names}) SELECT ${values.join(", ")}
-       FROM jsonb_to_recordset($1::jsonb) AS r(${columns.map(([column, type]) => `${column} ${type}`).join(", ")})`,
-    [JSON.stringify(records)],
-  );
+  const shapes = new Map<string, Record<string, unknown>[]>();
+  for (const row of rows) {
+    const record: Record<string, unknown> = {};
+    for (const [field, value] of Object.entries(row)) {
+      if (value !== undefined) record[column(field)] = value instanceof Date ? value.toISOString() : value;
+    }
+    const key = Object.keys(record).sort().join(",");
+    shapes.set(key, [...(shapes.get(key) ?? []), record]);
+  }
+  for (const [key, records] of shapes) {
+    const names = key
+      .split(",")
+      .map((name) => `"${name}"`)
+      .join(", ");
+    await tx.query(
+      `INSERT INTO issued_tokens (${names})
+       SELECT ${names} FROM jsonb_populate_recordset(NULL::issued_tokens, $1::jsonb)`,
+      [JSON.stringify(records)],
+    );
+  }
 }

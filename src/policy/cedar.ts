@@ -2,12 +2,19 @@
 // of Deputy's entities, and deciding requests against a policy set parsed once per version.
 import { readFileSync } from "node:fs";
 import path from "node:path";
+import v8 from "node:v8";
 import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
 
 /** Where the shipped schema and default policy set live. */
 export const POLICY_DIR = path.resolve(import.meta.dirname, "../../policies");
 export const DEFAULT_POLICY_FILE = "default.cedar";
 export const SCHEMA_FILE = "schema.cedarschema";
+
+// Node 20's V8 (11.3) aborts the process ("Fatal error … unreachable code" in
+// Deoptimizer::DoComputeBuiltinContinuation) when optimized code that inlined a call into WebAssembly is lazily
+// deoptimized while that call is on the stack — as happens under load when Cedar's bindings call back into
+// JavaScript. Not inlining JS→Wasm calls avoids it, at no measurable cost here; set before any code is optimized.
+v8.setFlagsFromString("--no-turbo-inline-js-wasm-calls");
 
 export interface PolicySource {
   name: string;
@@ -177,15 +184,30 @@ export function validateSet(
     // The schema itself did not parse: that is Deputy's fault, not the policy author's.
     throw new Error(`the Cedar schema is invalid: ${answer.errors.map((e) => e.message).join("; ")}`);
   }
-  const convert = (item: cedar.ValidationError) =>
-    problem(text, item.error, item.policyId, set.offsets[item.policyId] ?? 0);
+  const convert = (items: cedar.ValidationError[]) =>
+    tidy(items.map((item) => problem(text, item.error, item.policyId, set.offsets[item.policyId] ?? 0)));
   return {
-    errors: answer.validationErrors.map(convert),
+    errors: convert(answer.validationErrors),
     warnings: [
-      ...answer.validationWarnings.map(convert),
+      ...convert(answer.validationWarnings),
       ...answer.otherWarnings.map((error) => problem(text, error)),
     ],
   };
+}
+
+/**
+ * Cedar reports a problem once per action it applies to, in no fixed order: say each once (without the action
+ * when it is the same for all of them), in the order of the source.
+ */
+function tidy(problems: PolicyProblem[]): PolicyProblem[] {
+  const seen = new Map<string, PolicyProblem>();
+  for (const item of problems) {
+    const message = item.message.replace(/ (?:in context )?for Action::"(?:[^"\\]|\\.)*"/, "");
+    const key = `${item.policy}\u0000${item.location}\u0000${message}`;
+    if (!seen.has(key)) seen.set(key, { ...item, message });
+  }
+  const position = (p: PolicyProblem) => (p.location ?? "").split(":").map((part) => part.padStart(8, "0"));
+  return [...seen.values()].sort((a, b) => position(a).join(":").localeCompare(position(b).join(":")));
 }
 
 /** The shipped schema plus one action per scope, each applying to an Agent acting on a ResourceServer. */

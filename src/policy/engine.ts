@@ -52,6 +52,32 @@ export interface Decision {
   errors: string[];
 }
 
+interface Facts {
+  agent: string;
+  uri: string;
+  risks: ("low" | "high")[];
+  outcomes: VelocityOutcome[];
+  approved: Set<string>;
+  drifting: boolean[];
+  agents: AgentFacts[];
+  unknownAgents: string[];
+}
+
+interface Verdict {
+  allow: boolean;
+  decidedBy: string[];
+  refusals: string[];
+  stepUp: string[];
+  errors: string[];
+}
+
+const EMPTY_SET: Set<string> = new Set();
+
+function riskOf(resource: CatalogResource, action: string): "low" | "high" {
+  for (const scope of resource.scopes) if (scope.name === action) return scope.risk;
+  return "low";
+}
+
 export interface PolicyEngineDeps {
   policies: PolicyStore;
   velocity: VelocityRules;
@@ -73,31 +99,24 @@ export class PolicyEngine {
   }
 
   async decide(input: DecisionInput): Promise<Decision> {
-    const { velocity, stepUp, usage, agents } = this.#deps;
     const policy = this.#deps.policies.current();
-    const agent = input.chain[0] as string;
-    const uri = input.resource.uri;
-    const riskOf = (action: string) => input.resource.scopes.find((s) => s.name === action)?.risk ?? "low";
-    const record = input.kind === "evaluation";
-
-    const [outcomes, approved, drifting, facts] = await Promise.all([
-      velocity.check({ person: input.personId, agent, resource: uri, actions: input.actions }, record),
-      input.actions.some((action) => riskOf(action) === "high")
-        ? stepUp.approvedScopes(input.personId, agent, uri)
-        : new Set<string>(),
-      Promise.all(input.actions.map((action) => usage.isNew(agent, uri, action))),
-      Promise.all([...new Set(input.chain)].map((id) => agents.find(id))),
-    ]);
+    const facts = await this.#gather(input);
     const base = this.#baseEvent(input, policy);
     const sideEvents: AuditEventInput[] = [];
-
-    const shadow = outcomes.filter((o) => o.breached && o.rule.shadow);
-    for (const outcome of shadow) {
+    const shadow: string[] = [];
+    const blocking: VelocityOutcome[] = [];
+    for (const outcome of facts.outcomes) {
+      if (!outcome.breached) continue;
+      if (!outcome.rule.shadow) {
+        blocking.push(outcome);
+        continue;
+      }
+      shadow.push(outcome.rule.name);
       sideEvents.push({
         ...base,
         type: "velocity",
         action: "velocity.would_deny",
-        reason: `shadow velocity rule ${outcome.rule.name} would refuse: ${velocityText(outcome, agent, uri)}`,
+        reason: `shadow velocity rule ${outcome.rule.name} would refuse: ${velocityText(outcome, facts.agent, facts.uri)}`,
         details: {
           during: input.kind,
           rule: outcome.rule.name,
@@ -106,131 +125,190 @@ export class PolicyEngine {
         },
       });
     }
-    const blocking = outcomes.filter((o) => o.breached && !o.rule.shadow);
-    const empty = { stepUp: [], shadow: shadow.map((o) => o.rule.name), drift: [], errors: [] };
+    const refused = (decidedBy: string[], message: string): Decision => ({
+      allow: false,
+      version: policy.version,
+      decidedBy,
+      message,
+      stepUp: [],
+      shadow,
+      drift: [],
+      errors: [],
+    });
 
     if (blocking.length) {
+      const containing: Promise<void>[] = [];
+      const names: string[] = [];
+      for (const outcome of blocking) {
+        names.push(`velocity:${outcome.rule.name}`);
+        if (outcome.rule.containOnBreach) containing.push(this.#containAgent(input, base, outcome));
+      }
+      await Promise.all([this.#commit(input.audit, sideEvents), ...containing]);
       const first = blocking[0] as VelocityOutcome;
-      await Promise.all([
-        this.#commit(input.audit, sideEvents),
-        ...blocking.filter((o) => o.rule.containOnBreach).map((o) => this.#containAgent(input, base, o)),
-      ]);
-      return {
-        allow: false,
-        version: policy.version,
-        decidedBy: blocking.map((o) => `velocity:${o.rule.name}`),
-        message: `velocity rule ${first.rule.name}: ${velocityText(first, agent, uri)}`,
-        ...empty,
-      };
+      return refused(
+        names,
+        `velocity rule ${first.rule.name}: ${velocityText(first, facts.agent, facts.uri)}`,
+      );
+    }
+    if (facts.unknownAgents.length) {
+      await this.#commit(input.audit, sideEvents);
+      return refused(["unknown-agent"], `agent ${facts.unknownAgents.join(", ")} is not registered`);
     }
 
-    const missing = input.chain.filter((_, i) => !facts[i]);
-    if (missing.length) {
-      await this.#commit(input.audit, sideEvents);
-      return {
-        allow: false,
-        version: policy.version,
-        decidedBy: ["unknown-agent"],
-        message: `agent ${missing.join(", ")} is not registered`,
-        ...empty,
-      };
+    const verdict = this.#judge(input, policy, facts);
+    if (verdict.errors.length) {
+      this.#deps.log.warn({ errors: verdict.errors, version: policy.version }, "policies failed to evaluate");
     }
-    const entities = this.#entities(input, facts as AgentFacts[]);
+    const drift = verdict.allow ? await this.#recordFirstUses(input, facts, base, sideEvents) : [];
+    await this.#commit(input.audit, sideEvents);
+    let message = `allowed by ${verdict.decidedBy.join(", ")}`;
+    if (!verdict.allow) {
+      const parts = verdict.refusals.slice();
+      if (verdict.stepUp.length) parts.push(this.#stepUpText(input, verdict.stepUp));
+      message = parts.join("; ");
+    }
+    return {
+      allow: verdict.allow,
+      version: policy.version,
+      decidedBy: verdict.decidedBy,
+      message,
+      stepUp: verdict.stepUp,
+      shadow,
+      drift,
+      errors: verdict.errors,
+    };
+  }
+
+  /** What the decision needs from Redis and the database, fetched at once. */
+  async #gather(input: DecisionInput): Promise<Facts> {
+    const { velocity, stepUp, usage, agents } = this.#deps;
+    const agent = input.chain[0] as string;
+    const uri = input.resource.uri;
+    const risks: ("low" | "high")[] = [];
+    let highRisk = false;
+    const firstUse: Promise<boolean>[] = [];
+    for (const action of input.actions) {
+      const risk = riskOf(input.resource, action);
+      risks.push(risk);
+      if (risk === "high") highRisk = true;
+      firstUse.push(usage.isNew(agent, uri, action));
+    }
+    const chain = [...new Set(input.chain)];
+    const lookups: Promise<AgentFacts | undefined>[] = [];
+    for (const id of chain) lookups.push(agents.find(id));
+    const [outcomes, approved, drifting, found] = await Promise.all([
+      velocity.check(
+        { person: input.personId, agent, resource: uri, actions: input.actions },
+        input.kind === "evaluation",
+      ),
+      highRisk ? stepUp.approvedScopes(input.personId, agent, uri) : EMPTY_SET,
+      Promise.all(firstUse),
+      Promise.all(lookups),
+    ]);
+    const known: AgentFacts[] = [];
+    const unknownAgents: string[] = [];
+    for (let i = 0; i < chain.length; i++) {
+      const facts = found[i];
+      if (facts) known.push(facts);
+      else unknownAgents.push(chain[i] as string);
+    }
+    return { agent, uri, risks, outcomes, approved, drifting, agents: known, unknownAgents };
+  }
+
+  /** Cedar, once per action, against the slice of the policy set that can apply to it. */
+  #judge(input: DecisionInput, policy: LoadedPolicy, facts: Facts): Verdict {
+    const entities = this.#entities(input, facts.agents);
     const now = new Date();
     const time = {
       epoch: Math.floor(now.getTime() / 1000),
       hour: now.getUTCHours(),
       weekday: now.getUTCDay(),
     };
-
+    const chain: CedarContext[] = [];
+    for (const id of input.chain) chain.push({ __entity: { type: "Agent", id } });
     const decidedBy = new Set<string>();
-    const stepUpScopes: string[] = [];
-    const refusals: string[] = [];
-    const errors: string[] = [];
-    let allow = true;
-    // A plain loop (not forEach) around the calls into WebAssembly: fewer builtin frames for V8 to deoptimize.
+    const verdict: Verdict = { allow: true, decidedBy: [], refusals: [], stepUp: [], errors: [] };
+    const recorded = input.kind === "evaluation";
     for (let i = 0; i < input.actions.length; i++) {
       const action = input.actions[i] as string;
-      const counted = outcomes.filter((o) => o.action === action);
-      const count = Math.max(0, ...counted.map((o) => o.count));
+      let count = 0;
+      let counted = false;
+      for (const outcome of facts.outcomes) {
+        if (outcome.action !== action) continue;
+        counted = true;
+        if (outcome.count > count) count = outcome.count;
+      }
       const context: CedarContext = {
         kind: input.kind,
         person: { __entity: { type: "Person", id: input.personId } },
-        chain: input.chain.map((id) => ({ __entity: { type: "Agent", id } })),
+        chain,
         chain_depth: input.chain.length,
-        risk: riskOf(action),
-        step_up: approved.has(action),
-        drift: drifting[i] === true,
-        velocity_count: count + (record && counted.length ? 1 : 0),
+        risk: facts.risks[i] as string,
+        step_up: facts.approved.has(action),
+        drift: facts.drifting[i] === true,
+        velocity_count: count + (recorded && counted ? 1 : 0),
         client_address: input.clientAddress,
         time,
-        ...(input.task ? { task: { __entity: { type: "Task", id: input.task.id } } } : {}),
-        ...(input.target ? { target: input.target } : {}),
       };
-      const result = authorize(policy.setFor(action, uri), {
-        principal: { type: "Agent", id: agent },
+      if (input.task) context.task = { __entity: { type: "Task", id: input.task.id } };
+      if (input.target) context.target = input.target;
+      const result = authorize(policy.setFor(action, facts.uri), {
+        principal: { type: "Agent", id: facts.agent },
         action,
-        resource: { type: "ResourceServer", id: uri },
+        resource: { type: "ResourceServer", id: facts.uri },
         context,
         entities,
       });
-      errors.push(...result.errors);
-      if (result.allow) {
-        for (const id of result.policies) decidedBy.add(`policy:${id}`);
-        continue;
-      }
-      allow = false;
+      for (const error of result.errors) verdict.errors.push(error);
+      for (const id of result.policies) decidedBy.add(`policy:${id}`);
+      if (result.allow) continue;
+      verdict.allow = false;
       if (result.policies.length === 0) {
         decidedBy.add("default-deny");
-        refusals.push(`no policy permits ${action} on ${uri}`);
+        verdict.refusals.push(`no policy permits ${action} on ${facts.uri}`);
         continue;
       }
-      for (const id of result.policies) decidedBy.add(`policy:${id}`);
-      const notes = result.policies.map((id) => policy.set.annotations[id] ?? {});
-      if (notes.some((note) => note.advice === "step_up")) stepUpScopes.push(action);
+      let stepUp = false;
+      let why: string | undefined;
+      for (const id of result.policies) {
+        const note = policy.set.annotations[id];
+        if (note?.advice === "step_up") stepUp = true;
+        if (!why && note?.reason) why = note.reason;
+      }
+      if (stepUp) verdict.stepUp.push(action);
       else {
-        const why = notes.find((note) => note.reason)?.reason;
-        refusals.push(
-          `${action} on ${uri} is refused by policy ${result.policies.join(", ")}${why ? `: ${why}` : ""}`,
+        verdict.refusals.push(
+          `${action} on ${facts.uri} is refused by policy ${result.policies.join(", ")}${why ? `: ${why}` : ""}`,
         );
       }
     }
-    if (errors.length)
-      this.#deps.log.warn({ errors, version: policy.version }, "policies failed to evaluate");
+    verdict.decidedBy = [...decidedBy];
+    return verdict;
+  }
 
+  /** After an allow: an action this agent had never used here is recorded, and audited as drift, once. */
+  async #recordFirstUses(
+    input: DecisionInput,
+    facts: Facts,
+    base: Omit<AuditEventInput, "action" | "type">,
+    sideEvents: AuditEventInput[],
+  ): Promise<string[]> {
     const drift: string[] = [];
-    if (allow) {
-      const firsts = await Promise.all(
-        input.actions.map((action, i) => (drifting[i] ? usage.record(agent, uri, action) : false)),
-      );
-      input.actions.forEach((action, i) => {
-        if (!firsts[i]) return;
-        drift.push(action);
-        sideEvents.push({
-          ...base,
-          type: "drift",
-          action: "drift.first_use",
-          reason: `first use of ${action} on ${uri} by ${agent}`,
-          scopesAsked: [action],
-          details: { during: input.kind },
-        });
+    for (let i = 0; i < input.actions.length; i++) {
+      if (!facts.drifting[i]) continue;
+      const action = input.actions[i] as string;
+      if (!(await this.#deps.usage.record(facts.agent, facts.uri, action))) continue;
+      drift.push(action);
+      sideEvents.push({
+        ...base,
+        type: "drift",
+        action: "drift.first_use",
+        reason: `first use of ${action} on ${facts.uri} by ${facts.agent}`,
+        scopesAsked: [action],
+        details: { during: input.kind },
       });
     }
-    await this.#commit(input.audit, sideEvents);
-
-    const message = allow
-      ? `allowed by ${[...decidedBy].join(", ")}`
-      : [...refusals, ...(stepUpScopes.length ? [this.#stepUpText(input, stepUpScopes)] : [])].join("; ");
-    return {
-      allow,
-      version: policy.version,
-      decidedBy: [...decidedBy],
-      message,
-      stepUp: stepUpScopes,
-      shadow: shadow.map((o) => o.rule.name),
-      drift,
-      errors,
-    };
+    return drift;
   }
 
   #stepUpText(input: DecisionInput, scopes: string[]): string {

@@ -18,6 +18,8 @@ export function exchangePolicy(engine: PolicyEngine): ExchangePolicy {
         ? { id: delegation.taskId, description: delegation.taskDescription }
         : undefined,
       clientAddress: input.clientAddress,
+      // Every caller builds the same shape (same properties, same order): one hidden class for V8.
+      target: undefined,
       delegationId: delegation.id,
       audit: { actor: input.chain[0] ?? "", requestId: input.requestId, clientAddress: input.clientAddress },
     });

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { actClaim, type DelegatedTokenClaims, mayAct } from "../../delegation/token-claims.ts";
 import { TOKEN_EXCHANGE_GRANT } from "../../oauth/constants.ts";
 import { resourceServer } from "../../oauth/provider-internals.ts";
@@ -33,6 +34,9 @@ export async function mintToken(state: ExchangeState): Promise<void> {
   const format = resource.tokenFormat;
   const grant = new provider.Grant({ accountId: subject.accountId, clientId: client.clientId });
   grant.addResourceScope(resource.uri, scope);
+  // oidc-provider assigns a grant's id only when it is saved: name it now, so the token can refer to it and
+  // both can be saved at once (a token without its grant is inactive at introspection).
+  grant.jti = randomBytes(24).toString("base64url");
   const grantId = grant.jti;
   const token = new provider.AccessToken({
     accountId: subject.accountId,
