@@ -64,10 +64,9 @@ export class DelegationStore {
       where: { clientId: input.agentClientId },
       include: { scopeGrants: { include: { resourceServer: true } } },
     });
-    if (!agent || agent.status !== "active")
-      throw invalidRequest(`agent ${input.agentClientId} is not active`);
+    if (agent?.status !== "active") throw invalidRequest(`agent ${input.agentClientId} is not active`);
     const person = await this.#prisma.person.findUnique({ where: { id: input.personId } });
-    if (!person || person.status !== "active") throw invalidRequest("the person is not active");
+    if (person?.status !== "active") throw invalidRequest("the person is not active");
     if (input.endsAt.getTime() <= Date.now()) throw invalidRequest("the delegation would end in the past");
     const allowed = new Set(
       agent.scopeGrants
