@@ -124,6 +124,15 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
       ),
     ];
     await Promise.all(writes);
+    // A change rolled back after its event was appended: the next append must not link to that event.
+    await expect(
+      server.deputy.db.prisma.$transaction(async (tx) => {
+        await audit.record({ actor: "load" }, { type: "admin_change", action: "test.rolled_back" }, tx);
+        throw new Error("the change failed");
+      }),
+    ).rejects.toThrow("the change failed");
+    await audit.commit({ actor: "load" }, { type: "exchange", action: "test.after_rollback" });
+    expect(await server.deputy.db.prisma.auditEvent.count({ where: { action: "test.rolled_back" } })).toBe(0);
     const rows = await sql<{ seq: string; prev_hash: string | null; hash: string | null }>(
       "SELECT seq::text AS seq, prev_hash, hash FROM audit_events ORDER BY audit_events.seq",
     );
@@ -643,9 +652,56 @@ describe("audit trail shared by two servers on one PostgreSQL database", () => {
       log,
     );
     try {
+      // Lineage rows for half the events, as token issuance writes them (the lineage insert takes the chain lock).
+      const context = { actor: "test" };
+      const person = await one.people.create(context, {
+        email: "two-servers@example.com",
+        name: "Two",
+        password: "correct horse battery staple",
+      });
+      await one.resources.create(context, {
+        uri: "https://two.example.com",
+        name: "Two",
+        scopes: [{ name: "two.read", description: "Read", risk: "low" }],
+      });
+      const agent = await one.agents.create(context, {
+        name: "Two",
+        owner: person.email,
+        purpose: "test",
+        grants: [{ resource: "https://two.example.com", scopes: ["two.read"] }],
+        auth: { method: "client_secret" },
+      });
+      const delegation = await one.delegations.create(context, {
+        personId: person.id,
+        agentClientId: agent.client_id,
+        scopes: ["two.read"],
+        resources: ["https://two.example.com"],
+        endsAt: new Date(Date.now() + 3600_000),
+      });
+      const lineage = (name: string, i: number) =>
+        i % 2
+          ? {}
+          : {
+              issuedTokens: [
+                {
+                  jti: `${name}-${i}`,
+                  delegationId: delegation.id,
+                  clientId: agent.client_id,
+                  actorChain: [agent.client_id],
+                  scopes: ["two.read"],
+                  depth: 1,
+                  format: "opaque" as const,
+                  expiresAt: new Date(Date.now() + 60_000),
+                },
+              ],
+            };
       const load = (deputy: typeof one, name: string) => [
         ...Array.from({ length: 300 }, (_, i) =>
-          deputy.audit.commit({ actor: name }, { type: "exchange", action: "test.commit", details: { i } }),
+          deputy.audit.commit(
+            { actor: name },
+            { type: "exchange", action: "test.commit", details: { i } },
+            lineage(name, i),
+          ),
         ),
         ...Array.from({ length: 20 }, (_, i) =>
           deputy.audit.record(
@@ -664,6 +720,7 @@ describe("audit trail shared by two servers on one PostgreSQL database", () => {
         { actor: "one", n: "320" },
         { actor: "two", n: "320" },
       ]);
+      expect(await one.db.prisma.issuedToken.count({ where: { delegationId: delegation.id } })).toBe(300);
     } finally {
       await one.close();
       await two.close();

@@ -173,3 +173,25 @@ export function chainHash(prevHash: string | null, content: Record<string, unkno
     .update(canonicalJson(content))
     .digest("hex");
 }
+
+const SORTED_CONTENT = [...CONTENT_FIELDS]
+  .sort()
+  .map((field) => [field, `${JSON.stringify(field)}:`] as const);
+
+/** canonicalJson(eventContent(event)), without building the intermediate object (the hot path). */
+export function canonicalContent(event: object): string {
+  const source = event as Record<string, unknown>;
+  let out = "{";
+  for (const [field, prefix] of SORTED_CONTENT) {
+    out += `${out.length > 1 ? "," : ""}${prefix}${canonicalJson(source[field] ?? null)}`;
+  }
+  return `${out}}`;
+}
+
+/** The hash of an event (a view, or a line of an export or archive) linked to `prevHash`. */
+export function eventHash(prevHash: string | null, event: object): string {
+  return createHash("sha256")
+    .update(prevHash ?? "")
+    .update(canonicalContent(event))
+    .digest("hex");
+}

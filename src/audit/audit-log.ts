@@ -98,7 +98,7 @@ export class AuditLog {
    */
   async record(context: AuditContext, event: AuditEventInput, tx?: Prisma.TransactionClient): Promise<void> {
     const row = toUnsealed(context, event);
-    if (tx) await appendToChain(prismaTx(tx), [row]);
+    if (tx) await appendToChain(prismaTx(tx), [row], this.#writer.chain);
     else await this.#writer.write({ auditEvents: [row] });
   }
 

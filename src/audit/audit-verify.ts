@@ -7,7 +7,7 @@ import { createInterface } from "node:readline";
 import { createGunzip } from "node:zlib";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { fileSha256 } from "./audit-archive.ts";
-import { chainHash, eventContent, eventView } from "./audit-event.ts";
+import { eventHash, eventView } from "./audit-event.ts";
 
 export interface BadEvent {
   seq: number | null;
@@ -80,7 +80,7 @@ class ChainChecker {
       this.legacy++;
       return;
     }
-    if (chainHash(event.prev_hash, eventContent(event)) !== event.hash)
+    if (eventHash(event.prev_hash, event) !== event.hash)
       fail("its content does not match its hash: the event was altered (or moved from another position)");
     if (event.prev_hash !== this.expectedPrev)
       fail(

@@ -6,7 +6,14 @@
 //
 // The transaction runs on the raw SQL runner when one is given (the server's): for these rows Prisma's
 // interactive transactions and createMany cost several times more than the SQL itself.
-import { appendToChain, type ChainTx, prismaTx, type UnsealedAuditEvent } from "../audit/audit-chain.ts";
+import {
+  appendToChain,
+  CHAIN_LOCK_FROM_ITEM,
+  ChainHead,
+  type ChainTx,
+  prismaTx,
+  type UnsealedAuditEvent,
+} from "../audit/audit-chain.ts";
 import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import type { SqlRunner } from "./sql-runner.ts";
 
@@ -24,6 +31,8 @@ interface Waiter {
 const MAX_BATCH = 500;
 
 export class GroupCommitWriter {
+  /** The audit chain's head as this process last wrote it (shared with AuditLog.record). */
+  readonly chain = new ChainHead();
   readonly #prisma: PrismaClient;
   readonly #sql: SqlRunner | undefined;
   #queue: Waiter[] = [];
@@ -73,9 +82,11 @@ export class GroupCommitWriter {
     const issuedTokens = batch.flatMap((waiter) => waiter.rows.issuedTokens ?? []);
     const auditEvents = batch.flatMap((waiter) => waiter.rows.auditEvents ?? []);
     const write = async (tx: ChainTx) => {
-      await insertIssuedTokens(tx, issuedTokens);
-      // Last, so the chain lock is held for as short a time as possible.
-      await appendToChain(tx, auditEvents);
+      // The lineage insert also takes the chain's lock when events follow (one statement fewer); the append
+      // comes last, so the lock is held for as short a time as possible.
+      const locked = auditEvents.length > 0 && issuedTokens.length > 0;
+      await insertIssuedTokens(tx, issuedTokens, locked);
+      await appendToChain(tx, auditEvents, this.chain, { locked });
     };
     try {
       if (this.#sql) await this.#sql.transaction((tx) => write(tx));
@@ -101,7 +112,11 @@ const column = (field: string) => field.replace(/[A-Z]/g, (c) => `_${c.toLowerCa
  * (jsonb_populate_recordset), so a column added to IssuedToken needs no change here; a field that maps to no
  * column fails loudly. Columns a row leaves out get their defaults.
  */
-async function insertIssuedTokens(tx: ChainTx, rows: Prisma.IssuedTokenCreateManyInput[]): Promise<void> {
+async function insertIssuedTokens(
+  tx: ChainTx,
+  rows: Prisma.IssuedTokenCreateManyInput[],
+  lockChain: boolean,
+): Promise<void> {
   const shapes = new Map<string, Record<string, unknown>[]>();
   for (const row of rows) {
     const record: Record<string, unknown> = {};
@@ -111,6 +126,7 @@ async function insertIssuedTokens(tx: ChainTx, rows: Prisma.IssuedTokenCreateMan
     const key = Object.keys(record).sort().join(",");
     shapes.set(key, [...(shapes.get(key) ?? []), record]);
   }
+  let lock = lockChain;
   for (const [key, records] of shapes) {
     const names = key
       .split(",")
@@ -118,8 +134,9 @@ async function insertIssuedTokens(tx: ChainTx, rows: Prisma.IssuedTokenCreateMan
       .join(", ");
     await tx.query(
       `INSERT INTO issued_tokens (${names})
-       SELECT ${names} FROM jsonb_populate_recordset(NULL::issued_tokens, $1::jsonb)`,
+       SELECT ${names} FROM jsonb_populate_recordset(NULL::issued_tokens, $1::jsonb)${lock ? `, ${CHAIN_LOCK_FROM_ITEM}` : ""}`,
       [JSON.stringify(records)],
     );
+    lock = false;
   }
 }
