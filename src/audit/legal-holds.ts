@@ -1,5 +1,6 @@
 // Legal holds: while any hold is active, retention removes no audit event (archiving is skipped). Placing and
 // releasing a hold are themselves audited, in the same transaction.
+import { isUuid } from "../db/ids.ts";
 import type { LegalHold, PrismaClient } from "../generated/prisma/client.ts";
 import { conflict, notFound } from "../http/api-error.ts";
 import { type AuditContext, type AuditLog, TRANSACTION_OPTIONS } from "./audit-log.ts";
@@ -23,8 +24,6 @@ export function holdView(hold: LegalHold): LegalHoldView {
     active: hold.releasedAt === null,
   };
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export class LegalHolds {
   readonly #prisma: PrismaClient;
@@ -53,7 +52,7 @@ export class LegalHolds {
   }
 
   async release(context: AuditContext, id: string): Promise<LegalHoldView> {
-    if (!UUID.test(id)) throw notFound(`legal hold ${id}`);
+    if (!isUuid(id)) throw notFound(`legal hold ${id}`);
     return this.#prisma.$transaction(async (tx) => {
       const hold = await tx.legalHold.findUnique({ where: { id } });
       if (!hold) throw notFound(`legal hold ${id}`);

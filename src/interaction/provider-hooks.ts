@@ -4,6 +4,7 @@
 import type { Account, Client, KoaContextWithOIDC, ResourceServer } from "oidc-provider";
 import type { AuditLog } from "../audit/audit-log.ts";
 import type { Config } from "../config.ts";
+import { isUuid } from "../db/ids.ts";
 import type { DelegationStore } from "../delegation/delegations.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { validateAgentTask } from "./agent-task.ts";
@@ -13,8 +14,6 @@ import { type Pages, pageHeaders } from "./pages.ts";
 import { authorizationRequestPolicy } from "./request-policy.ts";
 import { type SubjectTokenDeps, subjectTokenClaims, subjectTokenResource } from "./subject-token-hook.ts";
 import type { UiSessionStore } from "./ui-sessions.ts";
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface ProviderHookDeps {
   config: Config;
@@ -43,7 +42,7 @@ export function createProviderHooks(deps: ProviderHookDeps) {
 
     /** People are accounts; only active people can be signed in or issued tokens for. */
     async findAccount(_ctx: KoaContextWithOIDC, id: string): Promise<Account | undefined> {
-      if (!UUID.test(id)) return undefined;
+      if (!isUuid(id)) return undefined;
       const person = await prisma.person.findUnique({ where: { id } });
       if (person?.status !== "active") return undefined;
       return {

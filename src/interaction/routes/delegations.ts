@@ -1,7 +1,9 @@
 // /delegations: the signed-in person's active delegations — agent, task, permissions, end, and the chains of
 // sub-agents acting under each (from the token lineage) — each with a Revoke button.
+
 import { Router } from "@koa/router";
 import type { Context } from "koa";
+import { isUuid } from "../../db/ids.ts";
 import { completeTaskPurpose } from "../../revocation/routes.ts";
 import { csrfToken } from "../csrf.ts";
 import { revokeOwnDelegation } from "../end-delegation.ts";
@@ -17,8 +19,6 @@ import {
   signedIn,
   type WebDeps,
 } from "../web.ts";
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const NOTICES: Record<string, string> = {
   revoked: "Revoked. The agent and every sub-agent acting under it can no longer use it.",
@@ -94,7 +94,7 @@ export function delegationsRoutes(deps: WebDeps): Router {
     const id = ctx.params.id ?? "";
     requireCsrf(current.session.csrfSecret, `revoke:${id}`, form);
     const revoked =
-      UUID.test(id) &&
+      isUuid(id) &&
       (await revokeOwnDelegation(
         deps.prisma,
         deps.services.revokeDelegation,
