@@ -14,13 +14,11 @@
 // is removed at the end, also on failure or Ctrl-C.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Redis } from "ioredis";
 import pg from "pg";
 import { createDeputy } from "../src/app.ts";
 import { exportChunks } from "../src/audit/audit-export.ts";
@@ -32,6 +30,15 @@ import { type Database, openDatabase } from "../src/db/connect.ts";
 import { GroupCommitWriter } from "../src/db/group-commit.ts";
 import { issueSubjectToken } from "../src/delegation/subject-token.ts";
 import { createLogger } from "../src/logger.ts";
+import {
+  cleanUp,
+  cleanUpOnSignals,
+  createDatabase,
+  freePort,
+  onCleanup,
+  redisPrefix,
+  tempDir,
+} from "./harness.ts";
 import { closedLoop, type LoadResult, percentile, type Target } from "./load.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -53,90 +60,12 @@ const GOALS = { auditCost: 0.15, sustainedRate: SUSTAINED_RATE };
 // ---------------------------------------------------------------------------------------------------------
 // Cleanup
 
-const cleanups: { what: string; run: () => Promise<void> }[] = [];
 const children = new Set<ChildProcess>();
-const onCleanup = (what: string, run: () => Promise<void>) => cleanups.push({ what, run });
-
-async function cleanUp(): Promise<void> {
-  while (cleanups.length) {
-    const step = cleanups.pop();
-    try {
-      await step?.run();
-    } catch (error) {
-      console.error(`cleanup: ${step?.what} failed:`, error instanceof Error ? error.message : error);
-    }
-  }
-}
 process.on("exit", () => {
   for (const child of children)
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
 });
-let interrupted = false;
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\n${signal}: stopping servers and removing what the benchmark created…`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const address = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  if (!address || typeof address === "string") throw new Error("no free port");
-  return address.port;
-}
-
-function tempDir(): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "deputy-bench-audit-"));
-  onCleanup(`remove ${dir}`, async () => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-function redisPrefix(): string {
-  const prefix = `deputy-bench-audit:${randomBytes(6).toString("hex")}:`;
-  onCleanup(`delete Redis keys ${prefix}*`, async () => {
-    const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
-    await redis.connect();
-    try {
-      let cursor = "0";
-      do {
-        const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 2000);
-        cursor = next;
-        if (keys.length) await redis.unlink(...keys);
-      } while (cursor !== "0");
-    } finally {
-      redis.disconnect();
-    }
-  });
-  return prefix;
-}
-
-async function createDatabase(): Promise<string> {
-  const name = `deputy_bench_audit_${randomBytes(6).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  onCleanup(`drop database ${name}`, async () => {
-    const client = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
-    await client.connect();
-    try {
-      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    } finally {
-      await client.end();
-    }
-  });
-  const url = new URL(POSTGRES_ADMIN_URL);
-  url.pathname = `/${name}`;
-  return url.href;
-}
+cleanUpOnSignals();
 
 // ---------------------------------------------------------------------------------------------------------
 // 1. Token exchange with and without audit events
