@@ -12,19 +12,16 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Redis } from "ioredis";
-import pg from "pg";
 import { createDeputy, type Deputy } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
 import { issueSubjectToken } from "../src/delegation/subject-token.ts";
 import { createLogger } from "../src/logger.ts";
+import { cleanUp, cleanUpOnSignals, createDatabase, freePort, onCleanup, redisPrefix } from "./harness.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
-const POSTGRES_ADMIN_URL = process.env.BENCH_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
 const TASKS = Number(process.env.BENCH_REVOCATION_TASKS ?? 200);
 const SUBTREE = 1_000;
@@ -38,70 +35,14 @@ const GOALS = { propagationP99Ms: 100, subtreeMs: 1_000 };
 // ---------------------------------------------------------------------------------------------------------
 // Cleanup.
 
-const cleanups: { what: string; run: () => Promise<void> }[] = [];
 const children = new Set<ChildProcess>();
 /** The last output of each server process, shown if the benchmark fails. */
 const outputs = new Map<string, () => string>();
-const onCleanup = (what: string, run: () => Promise<void>) => cleanups.push({ what, run });
-
-async function cleanUp(): Promise<void> {
-  for (let step = cleanups.pop(); step; step = cleanups.pop()) {
-    try {
-      await step.run();
-    } catch (error) {
-      console.error(`cleanup: ${step.what} failed:`, error instanceof Error ? error.message : error);
-    }
-  }
-}
 process.on("exit", () => {
   for (const child of children)
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
 });
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const address = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  if (!address || typeof address === "string") throw new Error("no free port");
-  return address.port;
-}
-
-async function createDatabase(): Promise<string> {
-  const name = `deputy_bench_rev_${randomBytes(6).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`).finally(() => admin.end());
-  onCleanup(`drop database ${name}`, async () => {
-    const client = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
-    await client.connect();
-    await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).finally(() => client.end());
-  });
-  const url = new URL(POSTGRES_ADMIN_URL);
-  url.pathname = `/${name}`;
-  return url.href;
-}
-
-function redisPrefix(): string {
-  const prefix = `deputy-bench-rev:${randomBytes(6).toString("hex")}:`;
-  onCleanup(`delete Redis keys ${prefix}*`, async () => {
-    const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
-    try {
-      let cursor = "0";
-      do {
-        const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 2000);
-        cursor = next;
-        if (keys.length) await redis.unlink(...keys);
-      } while (cursor !== "0");
-    } finally {
-      redis.disconnect();
-    }
-  });
-  return prefix;
-}
+cleanUpOnSignals();
 
 async function startServer(env: Record<string, string>): Promise<string> {
   const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
