@@ -55,6 +55,7 @@ export async function createDeputy(config: Config, log: Logger): Promise<Deputy>
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,
     log: (msg, fields) => log.info(fields ?? {}, msg),
+    warn: (msg, fields) => log.warn(fields ?? {}, msg),
   });
   let redis: RedisConnection | undefined;
   try {

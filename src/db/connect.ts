@@ -21,15 +21,22 @@ export interface DatabaseOptions {
   databaseUrl?: string;
   dataDir: string;
   log?: (msg: string, fields?: object) => void;
+  /** Told when PostgreSQL drops an idle connection (a restart, a failover, an administrator). */
+  warn?: (msg: string, fields?: object) => void;
 }
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
-  if (options.databaseUrl) return openPostgres(options.databaseUrl, options.log);
+  if (options.databaseUrl) return openPostgres(options.databaseUrl, options);
   return openPglite(path.join(options.dataDir, "pgdata"), options.log);
 }
 
-async function openPostgres(url: string, log?: DatabaseOptions["log"]): Promise<Database> {
+async function openPostgres(url: string, { log, warn }: DatabaseOptions): Promise<Database> {
   const pool = new pg.Pool({ connectionString: url, max: 10 });
+  // pg.Pool re-emits the error of a connection that dies while idle; unheard, it would end the process. The
+  // pool has already dropped that connection, and the next query opens a new one.
+  pool.on("error", (error) =>
+    warn?.("database connection lost; it will be reopened", { error: error.message }),
+  );
   const sql = pgPoolRunner(pool);
   try {
     await applyPendingMigrations(sql, { log });

@@ -30,6 +30,7 @@ export async function startWorkerProcess(config: Config, log: Logger): Promise<W
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,
     log: (msg, fields) => log.info(fields ?? {}, msg),
+    warn: (msg, fields) => log.warn(fields ?? {}, msg),
   });
   let redis: RedisConnection | undefined;
   let bus: InvalidationBus | undefined;
