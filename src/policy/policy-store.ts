@@ -3,7 +3,7 @@
 // check as a safety net for a missed message). Applying validates first: an invalid set is never stored.
 import { createHash } from "node:crypto";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import { ALL, type InvalidationBus } from "../events/invalidation-bus.ts";
 import type { PolicyVersion, PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError, notFound } from "../http/api-error.ts";
 import type { Logger } from "../logger.ts";
@@ -93,7 +93,7 @@ export class PolicyStore {
     this.#baseSchema = readPolicyFile(SCHEMA_FILE);
     checkSchema(this.#baseSchema);
     bus.on(POLICY_TOPIC, (key) => {
-      if (key === "version") this.#refreshInBackground();
+      if (key === "version" || key === ALL) this.#refreshInBackground();
     });
   }
 

@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import { ALL, type InvalidationBus } from "../events/invalidation-bus.ts";
 import type { PrismaClient, VelocityRule } from "../generated/prisma/client.ts";
 import { conflict, notFound } from "../http/api-error.ts";
 import type { Logger } from "../logger.ts";
@@ -113,7 +113,7 @@ export class VelocityRules {
     }
     this.#redis = redis;
     deps.bus.on(POLICY_TOPIC, (key) => {
-      if (key === "velocity") void this.refresh();
+      if (key === "velocity" || key === ALL) void this.refresh();
     });
   }
 
