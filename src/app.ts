@@ -18,6 +18,7 @@ import { DelegationStore } from "./delegation/delegations.ts";
 import { createInvalidationBus, type InvalidationBus } from "./events/invalidation-bus.ts";
 import { registerTokenExchange } from "./exchange/token-exchange-grant.ts";
 import { accessLog, jsonErrors, requestId, securityHeaders } from "./http/middleware.ts";
+import { trustProxies } from "./http/proxy.ts";
 import { createPeopleUi } from "./interaction/index.ts";
 import type { Logger } from "./logger.ts";
 import { createProviderAdapter } from "./oauth/adapter.ts";
@@ -82,6 +83,11 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   });
   if (config.audit.benchSkipEvents)
     log.warn("DEPUTY_BENCH_AUDIT_OFF: exchanges write NO audit events (benchmark measurement only)");
+  if (config.issuer.startsWith("https://") && !config.trustedProxies)
+    log.warn(
+      "ISSUER is https but TRUST_PROXY is off: behind a TLS-terminating proxy, set TRUST_PROXY=on so that " +
+        "endpoint URLs, DPoP checks and cookies follow the https the clients use",
+    );
   const auditTrail = new AuditTrail(prisma, audit, config.audit);
   const clients = new ClientStore(prisma, bus);
   const catalog = new ResourceCatalog(prisma, bus);
@@ -188,7 +194,8 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   const adminStack = compose([jsonErrors(log), securityHeaders, admin.routes(), admin.allowedMethods()]);
   const providerCallback = provider.callback();
 
-  const app = new Koa({ proxy: false });
+  const app = new Koa();
+  trustProxies(app, config.trustedProxies);
   app.silent = true;
   app.use(requestId);
   app.use(accessLog(log));

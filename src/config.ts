@@ -10,6 +10,16 @@ const schema = z
     PORT: z.coerce.number().int().min(0).max(65535).default(3000),
     HOST: z.string().min(1).default("0.0.0.0"),
     ISSUER: z.url({ protocol: /^https?$/ }).optional(),
+    TRUST_PROXY: z
+      .string()
+      .regex(
+        /^(?:off|on|false|true|\d)$/,
+        "must be off, on (one reverse proxy) or how many proxies are in front (0-9)",
+      )
+      .default("off")
+      .transform((value) =>
+        value === "on" || value === "true" ? 1 : value === "off" || value === "false" ? 0 : Number(value),
+      ),
     DATABASE_URL: z
       .string()
       .regex(/^postgres(ql)?:\/\//, "must be a postgresql:// URL (unset it to use the embedded database)")
@@ -57,6 +67,8 @@ const schema = z
     port: env.PORT,
     host: env.HOST,
     issuer: (env.ISSUER ?? `http://localhost:${env.PORT}`).replace(/\/$/, ""),
+    /** How many reverse proxies in front are trusted for X-Forwarded-Proto/Host/For (0: the headers are ignored). */
+    trustedProxies: env.TRUST_PROXY,
     databaseUrl: env.DATABASE_URL,
     redisUrl: env.REDIS_URL,
     redisPrefix: env.REDIS_PREFIX,

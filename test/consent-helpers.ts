@@ -78,13 +78,23 @@ export function authorizeUrl(
   return `${server.url}/auth?${params}`;
 }
 
+/** Sending a client's requests through a (simulated) TLS-terminating reverse proxy. */
+export interface ProxyRoute {
+  /** Where requests for the client's base really go: the server behind the proxy. */
+  upstream: string;
+  /** What the proxy adds to every request (X-Forwarded-Proto, -Host, -For). */
+  headers: Record<string, string>;
+}
+
 /** A browser without a browser: keeps cookies, follows nothing by itself. */
 export class CookieClient {
   readonly cookies = new Map<string, string>();
   readonly base: string;
+  readonly #proxy?: ProxyRoute;
 
-  constructor(base: string) {
+  constructor(base: string, proxy?: ProxyRoute) {
     this.base = base;
+    this.#proxy = proxy;
   }
 
   async request(
@@ -108,9 +118,13 @@ export class CookieClient {
       body = params.toString();
       headers["content-type"] = "application/x-www-form-urlencoded";
     }
-    const response = await fetch(absolute, {
+    const target =
+      this.#proxy && sameOrigin
+        ? new URL(absolute.pathname + absolute.search, this.#proxy.upstream)
+        : absolute;
+    const response = await fetch(target, {
       method: init.method ?? (init.form ? "POST" : "GET"),
-      headers,
+      headers: sameOrigin ? { ...headers, ...this.#proxy?.headers } : headers,
       body,
       redirect: "manual",
     });

@@ -4,6 +4,7 @@ import Provider, { type Configuration, errors, interactionPolicy } from "oidc-pr
 import type { Config } from "../config.ts";
 import { DelegationStore } from "../delegation/delegations.ts";
 import { isDelegatedTokenClaims } from "../delegation/token-claims.ts";
+import { trustProxies } from "../http/proxy.ts";
 import { AGENT_TASK } from "../interaction/agent-task.ts";
 import type { ProviderHooks } from "../interaction/provider-hooks.ts";
 import type { ResourceCatalog } from "../registry/resource-catalog.ts";
@@ -188,6 +189,7 @@ export function createProvider({
     renderError: hooks.renderError,
   });
   useHashedClientSecrets(provider);
+  trustProxies(provider, config.trustedProxies);
   return provider;
 }
 
