@@ -2,7 +2,7 @@
 //
 // 1. What auditing costs a token exchange: one server process at a time, on PGlite and then on PostgreSQL,
 //    alternately with full auditing and with DEPUTY_BENCH_AUDIT_OFF=1 (MEASUREMENT ONLY: the exchange's audit
-//    event is not written, its lineage row still is; the server refuses the setting when NODE_ENV=production,
+//    event is not written, its lineage row still is; the server refuses the setting unless NODE_ENV=test,
 //    so these servers run with NODE_ENV=test). Same machine, same data, same run; the ratio is the figure.
 // 2. What the hash chain costs the writer: events/s through group commit with the chain (advisory lock, head
 //    read, hashing) against the same batches inserted plainly, as the writer did before the chain.

@@ -730,10 +730,13 @@ describe("audit trail shared by two servers on one PostgreSQL database", () => {
 });
 
 describe("DEPUTY_BENCH_AUDIT_OFF (measurement only)", () => {
-  it("is refused when NODE_ENV=production", () => {
-    expect(() => loadConfig({ NODE_ENV: "production", DEPUTY_BENCH_AUDIT_OFF: "1" })).toThrow(
-      /DEPUTY_BENCH_AUDIT_OFF: switches audit events off for benchmarks only; refused when NODE_ENV=production/,
-    );
+  it("is allowed only with NODE_ENV=test", () => {
+    for (const env of [undefined, "development", "production"]) {
+      expect(() => loadConfig({ NODE_ENV: env, DEPUTY_BENCH_AUDIT_OFF: "1" })).toThrow(
+        /DEPUTY_BENCH_AUDIT_OFF: switches audit events off for benchmarks only; allowed only with NODE_ENV=test/,
+      );
+    }
+    expect(loadConfig({ NODE_ENV: "test", DEPUTY_BENCH_AUDIT_OFF: "1" }).audit.benchSkipEvents).toBe(true);
     expect(() => loadConfig({ DEPUTY_BENCH_AUDIT_OFF: "true" })).toThrow(
       /DEPUTY_BENCH_AUDIT_OFF: must be 1 or unset/,
     );

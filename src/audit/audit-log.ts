@@ -72,7 +72,7 @@ export interface AuditEventInput {
 
 export interface AuditLogOptions {
   /**
-   * MEASUREMENT ONLY (DEPUTY_BENCH_AUDIT_OFF, refused when NODE_ENV=production): `commit` writes the rows it
+   * MEASUREMENT ONLY (DEPUTY_BENCH_AUDIT_OFF, allowed only with NODE_ENV=test): `commit` writes the rows it
    * vouches for but no audit event, so a benchmark can price auditing. Never set it anywhere else.
    */
   measurementOnlySkipCommitEvents?: boolean;
