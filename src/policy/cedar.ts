@@ -37,6 +37,18 @@ export interface CompiledPolicySet {
   offsets: Record<string, number>;
   /** Policy id → the actions / resource its scope is limited to (absent: any), for slicing the set. */
   scopes: Record<string, PolicyScope>;
+  /** Policy id → what of a request it can observe, so a decision need not build (and Cedar parse) the rest. */
+  inputs: Record<string, PolicyInputs>;
+}
+
+/**
+ * The parts of a request a policy can observe: the context attributes it reads (`"all"` when it uses the
+ * context otherwise than by `context.name` or `context has name`), and whether it reads any entity's data
+ * (attributes or tags). Deputy's entities have no parents, so `in` and `is` need no entity data.
+ */
+export interface PolicyInputs {
+  context: string[] | "all";
+  entities: boolean;
 }
 
 export interface PolicyScope {
@@ -106,6 +118,7 @@ export function compile(text: string): CompileResult {
   const annotations: Record<string, Record<string, string>> = {};
   const offsets: Record<string, number> = {};
   const scopes: Record<string, PolicyScope> = {};
+  const inputs: Record<string, PolicyInputs> = {};
   const errors: PolicyProblem[] = [];
   let cursor = 0;
   for (const policy of parts.policies) {
@@ -127,6 +140,7 @@ export function compile(text: string): CompileResult {
     annotations[id] = notes;
     offsets[id] = offset;
     scopes[id] = json.type === "success" ? scopeOf(json.json) : {};
+    inputs[id] = json.type === "success" ? inputsOf(json.json) : EVERYTHING;
   }
   if (errors.length) return { ok: false, errors, warnings: [] };
   if (Object.keys(policies).length === 0) {
@@ -136,7 +150,7 @@ export function compile(text: string): CompileResult {
       warnings: [],
     };
   }
-  return { ok: true, set: { policies, annotations, offsets, scopes }, warnings: [] };
+  return { ok: true, set: { policies, annotations, offsets, scopes, inputs }, warnings: [] };
 }
 
 const uidOf = (value: cedar.EntityUidJson) => ("__entity" in value ? value.__entity : value);
@@ -157,6 +171,87 @@ function scopeOf(policy: cedar.PolicyJson): PolicyScope {
     if (uid.type === "ResourceServer") scope.resource = uid.id;
   }
   return scope;
+}
+
+const EVERYTHING: PolicyInputs = { context: "all", entities: true };
+
+/** Expression nodes that observe no entity data themselves (their operands are walked). */
+const PURE_NODES = new Set([
+  "!",
+  "neg",
+  "==",
+  "!=",
+  "in",
+  "<",
+  "<=",
+  ">",
+  ">=",
+  "&&",
+  "||",
+  "+",
+  "-",
+  "*",
+  "contains",
+  "containsAll",
+  "containsAny",
+  "isEmpty",
+  "like",
+  "is",
+  "if-then-else",
+  "Set",
+  "Record",
+]);
+
+/** What a policy's conditions read, from its JSON form; anything not understood counts as reading everything. */
+function inputsOf(policy: cedar.PolicyJson): PolicyInputs {
+  const context = new Set<string>();
+  let allContext = false;
+  let entities = false;
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(walk);
+    if (!node || typeof node !== "object") return;
+    for (const [kind, value] of Object.entries(node)) {
+      if (kind === "Value" || kind === "Slot" || kind === "Unknown") continue;
+      if (kind === "Var") {
+        if (value === "context") allContext = true;
+      } else if (kind === "." || kind === "has") {
+        const { left, attr } = value as { left: unknown; attr: string };
+        if ((left as { Var?: unknown })?.Var === "context") context.add(attr);
+        else {
+          entities = true;
+          walk(left);
+        }
+      } else if (kind === "Record") {
+        Object.values(value as object).forEach(walk);
+      } else if (kind === "like" || kind === "is") {
+        walk((value as { left: unknown }).left);
+        walk((value as { in?: unknown }).in);
+      } else if (PURE_NODES.has(kind)) {
+        Object.values(value as object).forEach(walk);
+      } else {
+        // Tags, extension functions and anything a later Cedar adds: assume they read everything.
+        allContext = true;
+        entities = true;
+        walk(value);
+      }
+    }
+  };
+  for (const condition of policy.conditions) walk(condition.body);
+  return { context: allContext ? "all" : [...context].sort(), entities };
+}
+
+/** What a set of policies can observe, together. */
+export function inputsFor(set: CompiledPolicySet, ids: string[]): PolicyInputs {
+  const context = new Set<string>();
+  let allContext = false;
+  let entities = false;
+  for (const id of ids) {
+    const inputs = set.inputs[id] ?? EVERYTHING;
+    if (inputs.context === "all") allContext = true;
+    else for (const name of inputs.context) context.add(name);
+    entities ||= inputs.entities;
+  }
+  return { context: allContext ? "all" : [...context].sort(), entities };
 }
 
 /** The ids of the policies that can apply to `action` on `resource`: Cedar need not look at the others. */

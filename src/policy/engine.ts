@@ -5,7 +5,7 @@
 import type { AuditContext, AuditEventInput, AuditLog } from "../audit/audit-log.ts";
 import type { Logger } from "../logger.ts";
 import type { CatalogResource } from "../registry/resource-catalog.ts";
-import { authorize, type CedarContext, type CedarEntity } from "./cedar.ts";
+import { authorize, type CedarContext, type CedarEntity, type PolicyInputs } from "./cedar.ts";
 import type { AgentDirectory, AgentFacts } from "./directory.ts";
 import type { LoadedPolicy, PolicyStore } from "./policy-store.ts";
 import type { StepUpService } from "./step-up.ts";
@@ -217,7 +217,7 @@ export class PolicyEngine {
 
   /** Cedar, once per action, against the slice of the policy set that can apply to it. */
   #judge(input: DecisionInput, policy: LoadedPolicy, facts: Facts): Verdict {
-    const entities = this.#entities(input, facts.agents);
+    let entities: CedarEntity[] | undefined;
     const now = new Date();
     const time = {
       epoch: Math.floor(now.getTime() / 1000),
@@ -252,12 +252,14 @@ export class PolicyEngine {
       };
       if (input.task) context.task = { __entity: { type: "Task", id: input.task.id } };
       if (input.target) context.target = input.target;
-      const result = authorize(policy.setFor(action, facts.uri), {
+      // Cedar is handed only what the applicable policies can observe: parsing the rest costs more than deciding.
+      const slice = policy.setFor(action, facts.uri);
+      const result = authorize(slice.id, {
         principal: { type: "Agent", id: facts.agent },
         action,
         resource: { type: "ResourceServer", id: facts.uri },
-        context,
-        entities,
+        context: observable(context, slice.inputs.context),
+        entities: slice.inputs.entities ? (entities ??= this.#entities(input, facts.agents)) : [],
       });
       for (const error of result.errors) verdict.errors.push(error);
       for (const id of result.policies) decidedBy.add(`policy:${id}`);
@@ -393,6 +395,13 @@ export class PolicyEngine {
       this.#containing.delete(agent);
     }
   }
+}
+
+function observable(context: CedarContext, names: PolicyInputs["context"]): CedarContext {
+  if (names === "all") return context;
+  const kept: CedarContext = {};
+  for (const name of names) if (name in context) kept[name] = context[name] as CedarContext[string];
+  return kept;
 }
 
 function velocityText(outcome: VelocityOutcome, agent: string, uri: string): string {

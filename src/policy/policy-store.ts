@@ -14,7 +14,9 @@ import {
   checkSchema,
   compile,
   DEFAULT_POLICY_FILE,
+  inputsFor,
   joinSources,
+  type PolicyInputs,
   type PolicyProblem,
   type PolicySource,
   preparse,
@@ -31,26 +33,36 @@ export interface LoadedPolicy {
   set: CompiledPolicySet;
   /** The id of the parsed set in Cedar's cache. */
   cedarId: string;
-  /** The parsed set (its id) holding only the policies that can apply to this action on this resource. */
-  setFor(action: string, resource: string): string;
+  /** The parsed set holding only the policies that can apply to this action on this resource. */
+  setFor(action: string, resource: string): PolicySlice;
+}
+
+/** A parsed set in Cedar's cache (its id), and what of a request its policies can observe. */
+export interface PolicySlice {
+  id: string;
+  inputs: PolicyInputs;
 }
 
 const MAX_SLICES = 2000;
 
 /** Slices of a version's set per (action, resource), parsed on first use: Cedar skips what cannot apply. */
 function slicer(cedarId: string, set: CompiledPolicySet): LoadedPolicy["setFor"] {
-  const slices = new Map<string, string>();
-  const all = Object.keys(set.policies).length;
+  const slices = new Map<string, PolicySlice>();
+  const allIds = Object.keys(set.policies);
+  const whole: PolicySlice = { id: cedarId, inputs: inputsFor(set, allIds) };
   return (action, resource) => {
     const key = `${action}\u0000${resource}`;
-    let id = slices.get(key);
-    if (id) return id;
-    if (slices.size >= MAX_SLICES) return cedarId;
+    let slice = slices.get(key);
+    if (slice) return slice;
+    if (slices.size >= MAX_SLICES) return whole;
     const ids = sliceFor(set, action, resource);
-    id = ids.length === all ? cedarId : `${cedarId}#${slices.size + 1}`;
-    if (id !== cedarId) preparse(id, set, ids);
-    slices.set(key, id);
-    return id;
+    if (ids.length === allIds.length) slice = whole;
+    else {
+      slice = { id: `${cedarId}#${slices.size + 1}`, inputs: inputsFor(set, ids) };
+      preparse(slice.id, set, ids);
+    }
+    slices.set(key, slice);
+    return slice;
   };
 }
 
