@@ -22,7 +22,7 @@ import {
   introspect,
   type Resource,
 } from "./helpers/scenario.ts";
-import { freePort, startServer, type TestServer } from "./helpers/server.ts";
+import { BACKENDS, freePort, startServer, type TestServer } from "./helpers/server.ts";
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -34,7 +34,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
   }
 }
 
-describe("losing Redis", () => {
+describe.each(BACKENDS)("losing Redis, on %s", (backend) => {
   let redisProcess: ChildProcess | undefined;
   let redisDir: string;
   let redis: Redis;
@@ -65,7 +65,7 @@ describe("losing Redis", () => {
         return undefined;
       }
     });
-    server = await startServer("pglite", {
+    server = await startServer(backend, {
       REDIS_URL: `redis://127.0.0.1:${port}`,
       DEPUTY_SWEEP_SECONDS: "1",
     });
@@ -132,10 +132,12 @@ describe("losing Redis", () => {
     let steadyToken = steady.subjectToken;
     let running = true;
     const statuses: number[] = [];
+    const workloadTokens: string[] = [];
     const workload = (async () => {
       while (running) {
         const exchanged = await exchange(server, planner, { subject_token: steadyToken });
         statuses.push(exchanged.status);
+        if (exchanged.body.access_token) workloadTokens.push(exchanged.body.access_token);
         const seen = await postForm(
           `${server.url}/token/introspection`,
           { token: exchanged.body.access_token ?? "none" },
@@ -186,8 +188,27 @@ describe("losing Redis", () => {
       expect(await inRedis(token)).toBe(false);
     }
 
+    // The steady task ends while the workload still runs: every token it ever got, before or after the
+    // flush, is inactive from then on, and no new one is issued.
+    const issuedBefore = workloadTokens.length;
+    const steadyDone = await postForm(
+      `${server.url}/tasks/${steady.delegation.taskId}/complete`,
+      {},
+      as(planner),
+    );
+    expect(steadyDone.status).toBe(200);
+    const issuedAtCompletion = workloadTokens.length;
+    await sleep(300);
     running = false;
     await workload;
+    expect(issuedBefore).toBeGreaterThan(5);
+    // At most the one exchange in flight when the task completed may have been answered after it.
+    expect(workloadTokens.length - issuedAtCompletion).toBeLessThanOrEqual(1);
+    const stillActive = [];
+    for (const token of [...workloadTokens, steady.subjectToken, steadyToken]) {
+      if ((await introspect(server, mail, token)).active !== false) stillActive.push(token);
+    }
+    expect(stillActive).toEqual([]);
     expect(statuses.filter((status) => status >= 500)).toEqual([]);
     expect(statuses.filter((status) => status === 200).length).toBeGreaterThan(10);
   });
