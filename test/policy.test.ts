@@ -213,6 +213,46 @@ describe.each(BACKENDS)("runtime policy on %s", (backend) => {
     await server.admin("DELETE", `/velocity-rules/${rule.name}`);
   });
 
+  it("does not count calls that Cedar refuses: they leave the velocity allowance to allowed calls", async () => {
+    const rule = await addRule({
+      name: `mail-read-refused-${backend}`,
+      resource: mail.uri,
+      action: "mail.read",
+      limit: 3,
+      window_seconds: 60,
+    });
+    const { token } = await agentWithToken(mail, ["mail.read"]);
+    const defaultSet = { name: "default.cedar", text: (await server.admin("GET", "/policies/1")).body.text };
+    const locked = await server.admin("POST", "/policies", {
+      sources: [
+        defaultSet,
+        {
+          name: "locked.cedar",
+          text: [
+            '@id("locked-folder")',
+            'forbid (principal, action, resource) when { context has target && context.target.id == "locked" };',
+          ].join("\n"),
+        },
+      ],
+    });
+    expect(locked.status, JSON.stringify(locked.body)).toBe(201);
+    try {
+      const askLocked = { ...ask(token, "mail.read"), resource: { type: "message", id: "locked" } };
+      for (let i = 0; i < 5; i++) {
+        const refused = await evaluate(server, mail, askLocked);
+        expect(refused.body.decision).toBe(false);
+        expect(refused.body.context.reason).toEqual(["policy:locked-folder"]);
+      }
+      const answers = [];
+      for (let i = 0; i < 4; i++) answers.push((await evaluate(server, mail, ask(token, "mail.read"))).body);
+      expect(answers.map((answer) => answer.decision)).toEqual([true, true, true, false]);
+      expect(answers[3].context.reason).toEqual([`velocity:${rule.name}`]);
+    } finally {
+      expect((await server.admin("POST", "/policies", { sources: [defaultSet] })).status).toBe(201);
+      await server.admin("DELETE", `/velocity-rules/${rule.name}`);
+    }
+  });
+
   it("lets a shadow rule allow while recording would-deny events, and contains an agent that breaches a containing rule", async () => {
     const shadow = await addRule({
       name: `files-read-shadow-${backend}`,

@@ -10,7 +10,7 @@ import type { AgentDirectory, AgentFacts } from "./directory.ts";
 import type { LoadedPolicy, PolicyStore } from "./policy-store.ts";
 import type { StepUpService } from "./step-up.ts";
 import type { UsageTracker } from "./usage.ts";
-import type { VelocityOutcome, VelocityRules } from "./velocity.ts";
+import type { VelocityCheck, VelocityOutcome, VelocityRules } from "./velocity.ts";
 
 /** Suspends an agent through the registry (so whatever suspension triggers — revocation cascades — applies). */
 export type ContainAgent = (context: AuditContext, clientId: string, reason: string) => Promise<void>;
@@ -100,7 +100,39 @@ export class PolicyEngine {
 
   async decide(input: DecisionInput): Promise<Decision> {
     const policy = this.#deps.policies.current();
-    const facts = await this.#gather(input);
+    // The velocity check reserves an evaluation's use before Cedar decides, so concurrent calls are counted
+    // exactly; a call refused after the check, or failing, gives its use back.
+    const uses = this.#checkVelocity(input);
+    try {
+      const decision = await this.#conclude(input, policy, await this.#gather(input, uses));
+      if (!decision.allow) await this.#release(uses);
+      return decision;
+    } catch (error) {
+      await this.#release(uses);
+      throw error;
+    }
+  }
+
+  #checkVelocity(input: DecisionInput): Promise<VelocityCheck> {
+    const { personId: person, resource, actions } = input;
+    return this.#deps.velocity.check(
+      { person, agent: input.chain[0] as string, resource: resource.uri, actions },
+      input.kind === "evaluation",
+    );
+  }
+
+  /** Gives back a refused evaluation's use. A failure is logged: the use then counts until it leaves the window. */
+  async #release(uses: Promise<VelocityCheck>): Promise<void> {
+    const checked = await uses.catch(() => undefined); // a failed check recorded nothing
+    try {
+      await checked?.release();
+    } catch (error) {
+      this.#deps.log.error({ err: error }, "could not release the velocity use of a refused call");
+    }
+  }
+
+  /** The decision on what was gathered, and the events it causes. */
+  async #conclude(input: DecisionInput, policy: LoadedPolicy, facts: Facts): Promise<Decision> {
     const base = this.#baseEvent(input, policy);
     const sideEvents: AuditEventInput[] = [];
     const shadow: string[] = [];
@@ -180,8 +212,8 @@ export class PolicyEngine {
   }
 
   /** What the decision needs from Redis and the database, fetched at once. */
-  async #gather(input: DecisionInput): Promise<Facts> {
-    const { velocity, stepUp, usage, agents } = this.#deps;
+  async #gather(input: DecisionInput, uses: Promise<VelocityCheck>): Promise<Facts> {
+    const { stepUp, usage, agents } = this.#deps;
     const agent = input.chain[0] as string;
     const uri = input.resource.uri;
     const risks: ("low" | "high")[] = [];
@@ -196,11 +228,8 @@ export class PolicyEngine {
     const chain = [...new Set(input.chain)];
     const lookups: Promise<AgentFacts | undefined>[] = [];
     for (const id of chain) lookups.push(agents.find(id));
-    const [outcomes, approved, drifting, found] = await Promise.all([
-      velocity.check(
-        { person: input.personId, agent, resource: uri, actions: input.actions },
-        input.kind === "evaluation",
-      ),
+    const [{ outcomes }, approved, drifting, found] = await Promise.all([
+      uses,
       highRisk ? stepUp.approvedScopes(input.personId, agent, uri) : EMPTY_SET,
       Promise.all(firstUse),
       Promise.all(lookups),

@@ -1,8 +1,9 @@
 // Velocity rules: "more than `limit` uses of `action` on `resource` by the same (person, agent) within
 // `windowSeconds` → deny". Counters are sliding-window logs in Redis (one sorted set per rule, person, agent,
 // resource and action), checked and recorded by one Lua script, so concurrent calls — from any number of
-// processes — are counted exactly. A refused call is not recorded: an agent gets its capacity back as its
-// earlier calls leave the window. Shadow rules never refuse; they report that they would have.
+// processes — are counted exactly. A refused call is not recorded: the script records a use only when no rule
+// refuses it, and a use that something after the rules refuses (Cedar) is released again. An agent gets its
+// capacity back as its earlier calls leave the window. Shadow rules never refuse; they report that they would have.
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
@@ -31,6 +32,13 @@ export interface VelocityRuleView extends Required<VelocityRuleInput> {
   created_at: string;
 }
 
+/** What a check found and, for a recorded use, how to give it back. */
+export interface VelocityCheck {
+  outcomes: VelocityOutcome[];
+  /** Removes the use this check recorded (if any): for a call refused after the rules were checked. */
+  release(): Promise<void>;
+}
+
 export interface VelocityOutcome {
   rule: VelocityRule;
   /** The action this outcome counts. */
@@ -42,8 +50,8 @@ export interface VelocityOutcome {
 }
 
 // KEYS: one sorted set per rule. ARGV[1]: record this use (1) or only look (0); ARGV[2]: a unique member;
-// then limit, window (ms) and shadow (1/0) for each key. Returns the count of each key before this call.
-// Time comes from Redis, so every process counts on one clock.
+// then limit, window (ms) and shadow (1/0) for each key. Returns the count of each key before this call, then
+// 1 if this use was recorded (0 if not). Time comes from Redis, so every process counts on one clock.
 const SCRIPT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -55,7 +63,8 @@ for i, key in ipairs(KEYS) do
   counts[i] = redis.call('ZCARD', key)
   if counts[i] >= tonumber(ARGV[base + 1]) and ARGV[base + 3] ~= '1' then blocked = true end
 end
-if ARGV[1] == '1' and not blocked then
+local recorded = ARGV[1] == '1' and not blocked
+if recorded then
   for i, key in ipairs(KEYS) do
     local base = 2 + (i - 1) * 3
     if counts[i] < tonumber(ARGV[base + 1]) then
@@ -64,8 +73,11 @@ if ARGV[1] == '1' and not blocked then
     end
   end
 end
+counts[#KEYS + 1] = recorded and 1 or 0
 return counts
 `;
+
+const NOTHING_RECORDED = async (): Promise<void> => {};
 
 type VelocityRedis = Redis & {
   deputyVelocity(keys: number, ...args: (string | number)[]): Promise<number[]>;
@@ -151,16 +163,17 @@ export class VelocityRules {
 
   /**
    * Checks the rules for one use of each action by (person, agent), and records the uses when `record` is set
-   * and no enforcing rule is breached. All keys are checked and updated in one atomic script.
+   * and no enforcing rule is breached. All keys are checked and updated in one atomic script, so the use is
+   * reserved before the caller decides; a caller that then refuses the call releases it.
    */
   async check(
     input: { person: string; agent: string; resource: string; actions: string[] },
     record: boolean,
-  ): Promise<VelocityOutcome[]> {
+  ): Promise<VelocityCheck> {
     const pairs = input.actions.flatMap((action) =>
       this.matching(input.resource, action).map((rule) => ({ rule, action })),
     );
-    if (pairs.length === 0) return [];
+    if (pairs.length === 0) return { outcomes: [], release: NOTHING_RECORDED };
     // One hash tag per (person, agent): every key of a call lives in one Redis Cluster slot.
     const tag = `{${input.person}:${input.agent}}`;
     const keys = pairs.map(
@@ -169,10 +182,16 @@ export class VelocityRules {
     const args = pairs.flatMap(({ rule }) => [rule.limit, rule.windowSeconds * 1000, rule.shadow ? 1 : 0]);
     const member = `${this.#process}:${++this.#sequence}`;
     const counts = await this.#redis.deputyVelocity(keys.length, ...keys, record ? 1 : 0, member, ...args);
-    return pairs.map(({ rule, action }, i) => {
+    const outcomes = pairs.map(({ rule, action }, i) => {
       const count = Number(counts[i] ?? 0);
       return { rule, action, count, breached: count >= rule.limit };
     });
+    const recorded = Number(counts[keys.length]) === 1;
+    return { outcomes, release: recorded ? () => this.#release(keys, member) : NOTHING_RECORDED };
+  }
+
+  async #release(keys: string[], member: string): Promise<void> {
+    await Promise.all(keys.map((key) => this.#redis.zrem(key, member)));
   }
 
   list(): Promise<VelocityRuleView[]> {
