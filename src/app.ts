@@ -23,6 +23,7 @@ import { createPeopleUi } from "./interaction/index.ts";
 import type { Logger } from "./logger.ts";
 import { createProviderAdapter } from "./oauth/adapter.ts";
 import { ClientStore } from "./oauth/client-store.ts";
+import { answerJwtAccessTokens } from "./oauth/jwt-endpoints.ts";
 import { createProvider } from "./oauth/provider.ts";
 import { loadSigningKeys, publicPart } from "./oauth/signing-keys.ts";
 import { createPolicyService, type PolicyService } from "./policy/policy-service.ts";
@@ -147,6 +148,8 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   });
   provider.on("server_error", (_ctx, error) => log.error({ err: error }, "oidc-provider server error"));
   auditProviderEndpoints(provider, { audit, prisma, log });
+  // After the audit middleware, so that the audit sees the answers it gives for JWTs.
+  answerJwtAccessTokens(provider, { prisma, delegations, signingKeys: publicKeys });
 
   // Revocation: task ends, suspensions, offboarding, RFC 7009 cascades, the sweep, and their BullMQ jobs.
   const revocation = createRevocationRuntime({

@@ -2,11 +2,11 @@
 // introspected in-process: an opaque token through oidc-provider's AccessToken model (and its grant, as the
 // introspection endpoint checks), a JWT by its signature and lineage. Either way the asking resource server
 // must be its audience and the delegation behind it must still be usable.
-import { type JWTVerifyGetKey, errors as joseErrors, jwtVerify } from "jose";
+import type { JWTVerifyGetKey } from "jose";
 import type Provider from "oidc-provider";
 import { type DelegationState, DelegationStore } from "../delegation/delegations.ts";
+import { JWT_SHAPE, verifyJwtAccessToken } from "../delegation/jwt-access-token.ts";
 import { actorChain, isDelegatedTokenClaims } from "../delegation/token-claims.ts";
-import { tokenRef } from "../delegation/token-ref.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 
 export interface TokenSubject {
@@ -25,7 +25,6 @@ export interface TokenSubjectDeps {
   signingKeys: JWTVerifyGetKey;
 }
 
-const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]+$/;
 const OPAQUE_SHAPE = /^[\w-]{1,512}$/;
 
 /** The token's subject, or why it is not active for this resource server. */
@@ -89,31 +88,13 @@ async function fromOpaque(
 }
 
 async function fromJwt(deps: TokenSubjectDeps, value: string, audience: string): Promise<Found | undefined> {
-  let payload: Record<string, unknown>;
-  try {
-    ({ payload } = await jwtVerify(value, deps.signingKeys, {
-      issuer: deps.provider.issuer,
-      audience,
-      typ: "at+jwt",
-      algorithms: ["ES256"],
-    }));
-  } catch (error) {
-    if (error instanceof joseErrors.JOSEError) return undefined;
-    throw error;
-  }
-  const { jti, sub } = payload;
-  if (typeof jti !== "string" || typeof sub !== "string" || !isDelegatedTokenClaims(payload))
-    return undefined;
-  const lineage = await deps.prisma.issuedToken.findUnique({
-    where: { jti: tokenRef(jti) },
-    select: { revokedAt: true },
-  });
-  if (!lineage || lineage.revokedAt) return undefined;
+  const token = await verifyJwtAccessToken(deps, value, audience);
+  if (!token) return undefined;
   return {
-    jti,
-    personId: sub,
-    chain: actorChain(payload.act),
-    scopes: words(payload.scope),
-    delegationId: payload.delegation.id,
+    jti: token.jti,
+    personId: token.sub,
+    chain: actorChain(token.act),
+    scopes: words(token.scope),
+    delegationId: token.delegation.id,
   };
 }

@@ -37,3 +37,15 @@ export function resourceServer(
 ): InstanceType<typeof ResourceServer> {
   return new ResourceServer(identifier, info);
 }
+
+/**
+ * The endpoint, if this answer is oidc-provider refusing a JWT at introspection or revocation
+ * (`unsupported_token_type`). It refuses one only once the client is authenticated (client_auth.js runs before
+ * reject_structured_tokens.js in lib/actions/introspection.js and revocation.js), so `ctx.oidc.client` is.
+ */
+export function refusedJwtAt(ctx: KoaContextWithOIDC): "introspection" | "revocation" | undefined {
+  const route = ctx.oidc?.route;
+  if (route !== "introspection" && route !== "revocation") return undefined;
+  const body = ctx.body as { error?: unknown } | undefined;
+  return ctx.status === 400 && body?.error === "unsupported_token_type" ? route : undefined;
+}

@@ -2,15 +2,16 @@
 import type { JWK } from "jose";
 import Provider, { type Configuration, errors, interactionPolicy } from "oidc-provider";
 import type { Config } from "../config.ts";
-import { DelegationStore } from "../delegation/delegations.ts";
+import type { DelegationStore } from "../delegation/delegations.ts";
 import { isDelegatedTokenClaims } from "../delegation/token-claims.ts";
 import { trustProxies } from "../http/proxy.ts";
 import { AGENT_TASK } from "../interaction/agent-task.ts";
 import type { ProviderHooks } from "../interaction/provider-hooks.ts";
 import type { ResourceCatalog } from "../registry/resource-catalog.ts";
-import { cascadeRevocation } from "../revocation/rfc7009.ts";
+import { revokeIssuedToken } from "../revocation/rfc7009.ts";
 import type { ClientStore } from "./client-store.ts";
 import { ADMIN_RESOURCE, ADMIN_SCOPE } from "./constants.ts";
+import { mayIntrospect } from "./introspection.ts";
 import { useHashedClientSecrets } from "./provider-internals.ts";
 import type { Adapter } from "./redis-adapter.ts";
 
@@ -83,28 +84,13 @@ export function createProvider({
       clientCredentials: { enabled: true },
       introspection: {
         enabled: true,
-        // RFC 7662 §4: a resource server learns only about tokens meant for it. A token whose delegation was
-        // revoked or whose person left is inactive even before revocation has reached it (fail closed).
-        allowedPolicy: async (_ctx, client, token) => {
-          if (client.deputy_kind !== "resource_server") return false;
-          if (!audienceOf(token).includes(String(client.deputy_resource))) return false;
-          const extra = "extra" in token ? token.extra : undefined;
-          if (!isDelegatedTokenClaims(extra)) return true;
-          return DelegationStore.unusable(await delegations.state(extra.delegation.id)) === undefined;
-        },
+        // RFC 7662 §4: only tokens meant for the resource server, while their delegation is usable.
+        allowedPolicy: (_ctx, client, token) => mayIntrospect(delegations, client, token),
       },
       revocation: {
         enabled: true,
-        // RFC 7009 §2.1: only the client the token was issued to may revoke it; others are refused (§2.2.1).
-        allowedPolicy: async (ctx, client, token) => {
-          if (token.clientId !== client.clientId) {
-            throw new errors.UnauthorizedClient(
-              "this token was not issued to the client asking to revoke it",
-            );
-          }
-          // Revoking reaches the token's whole subtree (a subject token: its delegation), before the answer.
-          return cascadeRevocation(ctx.oidc.provider, token);
-        },
+        // RFC 7009 §2.1: only by the client the token was issued to; it reaches the token's subtree.
+        allowedPolicy: (ctx, client, token) => revokeIssuedToken(ctx.oidc.provider, client.clientId, token),
       },
       pushedAuthorizationRequests: { enabled: true },
       richAuthorizationRequests: {
@@ -243,10 +229,4 @@ function keepExpiredCibaRequests(adapter: NonNullable<Configuration["adapter"]>)
       revokeByGrantId: (grantId) => inner.revokeByGrantId(grantId),
     };
   }) as unknown as Configuration["adapter"];
-}
-
-function audienceOf(token: object): string[] {
-  const aud = "aud" in token ? token.aud : undefined;
-  if (typeof aud === "string") return [aud];
-  return Array.isArray(aud) ? aud : [];
 }

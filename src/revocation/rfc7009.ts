@@ -4,7 +4,10 @@
 //  - a delegation's subject token (a root of the lineage): the delegation is revoked, with all its tokens;
 //  - any other token: it and every token exchanged from it, at any depth.
 // Tokens Deputy has no lineage for (admin client-credentials tokens) are left to oidc-provider alone.
+// RFC 9068 JWTs, which oidc-provider does not store, get the same check and cascade through `revokeJwt`.
 import type Provider from "oidc-provider";
+import { errors } from "oidc-provider";
+import { type JwtAccessTokenDeps, verifyJwtAccessToken } from "../delegation/jwt-access-token.ts";
 import { tokenRef } from "../delegation/token-ref.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { RevocationService } from "./revocations.ts";
@@ -27,8 +30,30 @@ interface RevokedToken {
   clientId?: string;
 }
 
-/** Resolves true once the cascade is done (so a revocation policy can `&&` it after its own check). */
-export async function cascadeRevocation(provider: Provider, token: RevokedToken): Promise<true> {
+/** RFC 7009 §2.1: only the client the token was issued to may revoke it; others are refused (§2.2.1). */
+export async function revokeIssuedToken(
+  provider: Provider,
+  clientId: string,
+  token: RevokedToken,
+): Promise<true> {
+  if (token.clientId !== clientId)
+    throw new errors.UnauthorizedClient("this token was not issued to the client asking to revoke it");
+  // Revoking reaches the token's whole subtree (a subject token: its delegation), before the answer.
+  return cascadeRevocation(provider, token);
+}
+
+/** A JWT Deputy issued and has not revoked; any other token is no error and changes nothing (RFC 7009 §2.2). */
+export async function revokeJwt(
+  deps: JwtAccessTokenDeps & { provider: Provider },
+  clientId: string,
+  value: string,
+): Promise<void> {
+  const token = await verifyJwtAccessToken(deps, value);
+  if (token) await revokeIssuedToken(deps.provider, clientId, { jti: token.jti, clientId: token.client_id });
+}
+
+/** Resolves true once the cascade is done. */
+async function cascadeRevocation(provider: Provider, token: RevokedToken): Promise<true> {
   const cascade = cascades.get(provider);
   if (!cascade) return true;
   const ref = tokenRef(token.jti);

@@ -1,4 +1,7 @@
-// Small OAuth client helpers for tests: form posts with client authentication, over real HTTP.
+// Small OAuth client helpers for tests: form posts with client authentication, over real HTTP; DPoP proofs.
+import { randomUUID } from "node:crypto";
+import { exportJWK, type GenerateKeyPairResult, SignJWT } from "jose";
+
 export function basicAuth(clientId: string, secret: string): string {
   return `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(secret)}`).toString("base64")}`;
 }
@@ -23,4 +26,11 @@ export async function postForm(
     body = JSON.parse(text);
   } catch {}
   return { status: response.status, body, headers: response.headers };
+}
+
+/** A DPoP proof (RFC 9449 §4.2) for a POST to `url`, signed by the key pair whose public key it carries. */
+export async function dpopProof(url: string, key: GenerateKeyPairResult): Promise<string> {
+  return new SignJWT({ jti: randomUUID(), htm: "POST", htu: url, iat: Math.floor(Date.now() / 1000) })
+    .setProtectedHeader({ alg: "ES256", typ: "dpop+jwt", jwk: await exportJWK(key.publicKey) })
+    .sign(key.privateKey);
 }

@@ -1,12 +1,11 @@
-import { errors as joseErrors, jwtVerify } from "jose";
 import { errors } from "oidc-provider";
 import { DelegationStore } from "../../delegation/delegations.ts";
+import { JWT_SHAPE, verifyJwtAccessToken } from "../../delegation/jwt-access-token.ts";
 import { isDelegatedTokenClaims } from "../../delegation/token-claims.ts";
 import { tokenRef } from "../../delegation/token-ref.ts";
 import type { ExchangeState, SubjectToken } from "../exchange-state.ts";
 
 const INACTIVE = "subject_token is not an active access token issued by Deputy for a delegation";
-const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]+$/;
 
 /** RFC 8693 §2.2.2: a subject_token that is not active, or not Deputy's, is invalid_request. */
 export async function loadSubjectToken(state: ExchangeState): Promise<void> {
@@ -58,38 +57,21 @@ async function revokedBecause(state: ExchangeState, value: string): Promise<stri
   return `subject_token has been revoked${problem ? `: ${problem}` : ""}`;
 }
 
-/** RFC 9068 tokens are not stored by oidc-provider: verify the signature, then ask the lineage if revoked. */
+/** RFC 9068 tokens are not stored by oidc-provider: recognised by their signature and lineage. */
 async function fromJwt(state: ExchangeState, value: string): Promise<SubjectToken | undefined> {
-  const { deps } = state;
-  let payload: Record<string, unknown>;
-  try {
-    ({ payload } = await jwtVerify(value, deps.signingKeys, {
-      issuer: deps.provider.issuer,
-      typ: "at+jwt",
-      algorithms: ["ES256"],
-    }));
-  } catch (error) {
-    if (error instanceof joseErrors.JOSEError) return undefined;
-    throw error;
-  }
-  const { jti, client_id: clientId, sub, scope, aud, exp, cnf } = payload as Record<string, unknown>;
-  if (typeof jti !== "string" || typeof clientId !== "string" || typeof sub !== "string") return undefined;
-  if (!isDelegatedTokenClaims(payload)) return undefined;
-  const lineage = await deps.prisma.issuedToken.findUnique({
-    where: { jti: tokenRef(jti) },
-    select: { revokedAt: true },
-  });
-  if (!lineage || lineage.revokedAt) return undefined;
+  const token = await verifyJwtAccessToken(state.deps, value);
+  if (!token) return undefined;
+  const { aud } = token;
   return {
-    jti,
-    clientId,
-    accountId: sub,
-    scopes: String(scope ?? "")
+    jti: token.jti,
+    clientId: token.client_id,
+    accountId: token.sub,
+    scopes: String(token.scope ?? "")
       .split(" ")
       .filter(Boolean),
-    audience: typeof aud === "string" ? [aud] : Array.isArray(aud) ? aud.map(String) : [],
-    exp: Number(exp),
-    jkt: typeof (cnf as { jkt?: unknown })?.jkt === "string" ? (cnf as { jkt: string }).jkt : undefined,
-    claims: { act: payload.act, delegation: payload.delegation, may_act: payload.may_act },
+    audience: typeof aud === "string" ? [aud] : Array.isArray(aud) ? aud : [],
+    exp: Number(token.exp),
+    jkt: typeof token.cnf?.jkt === "string" ? token.cnf.jkt : undefined,
+    claims: { act: token.act, delegation: token.delegation, may_act: token.may_act },
   };
 }
