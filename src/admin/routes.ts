@@ -1,13 +1,14 @@
 // The admin HTTP API under /admin/v1: JSON in and out, every body validated, every change audited.
 // Each area registers its routes from its own module in routes/.
 import { bodyParser } from "@koa/bodyparser";
-import { Router } from "@koa/router";
+import { Router, type RouterMiddleware } from "@koa/router";
 import type { Context, Next } from "koa";
 import type Provider from "oidc-provider";
 import type { AuditLog } from "../audit/audit-log.ts";
 import type { AuditTrail } from "../audit/audit-trail.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
-import { ApiError } from "../http/api-error.ts";
+import { ApiError, invalidRequest } from "../http/api-error.ts";
+import { isPlainUri } from "../http/plain-text.ts";
 import type { ClientStore } from "../oauth/client-store.ts";
 import type { PolicyService } from "../policy/policy-service.ts";
 import type { AgentService } from "../registry/agents.ts";
@@ -46,9 +47,49 @@ async function requireJson(ctx: Context, next: Next): Promise<void> {
   await next();
 }
 
+/** Path segments and query parameters become lookups: no control character may reach the database in one. */
+async function requirePlainTarget(ctx: Context, next: Next): Promise<void> {
+  if (!isPlainUri(ctx.path) || !isPlainUri(ctx.querystring))
+    throw invalidRequest("the path and query must not contain control characters, even percent-encoded");
+  await next();
+}
+
+/** What no route serves: a method the API never implements, an unknown path, or a method the path refuses. */
+function unrouted(ctx: Context, implemented: string[], allowed: string[]): never {
+  if (!implemented.includes(ctx.method))
+    throw new ApiError(501, "not_implemented", `${ctx.method} is not a method of this API`);
+  if (!allowed.length) throw new ApiError(404, "not_found", `no route for ${ctx.method} ${ctx.path}`);
+  // RFC 9110 §15.5.6: a 405 response MUST list the methods the resource supports in Allow.
+  ctx.set("Allow", allowed.join(", "));
+  throw new ApiError(405, "method_not_allowed", `${ctx.path} accepts ${allowed.join(", ")}`);
+}
+
+/**
+ * Registered right after authentication for every path and method, so that a request no route serves is answered
+ * there, in the API's JSON error shape, and a caller without a valid token learns nothing from it.
+ */
+function answerUnrouted(router: Router): void {
+  const answer: RouterMiddleware = async (ctx, next) => {
+    const routes = (ctx.matched ?? []).filter(
+      (layer) => layer.methods.length && !layer.stack.includes(answer),
+    );
+    if (routes.some((layer) => layer.methods.includes(ctx.method))) return next();
+    const allowed = [...new Set(routes.flatMap((layer) => layer.methods))];
+    if (ctx.method === "OPTIONS" && allowed.length) {
+      ctx.set("Allow", allowed.join(", "));
+      ctx.status = 204;
+      return;
+    }
+    unrouted(ctx, router.methods, allowed);
+  };
+  router.all("{/*rest}", answer);
+}
+
 export function adminRouter(deps: AdminDeps): Router {
   const router = new Router({ prefix: "/admin/v1" });
   router.use(requireAdmin(deps.provider, deps.clients));
+  answerUnrouted(router);
+  router.use(requirePlainTarget);
   router.use(requireJson);
   router.use(bodyParser({ enableTypes: ["json"], jsonLimit: ADMIN_BODY_LIMIT, encoding: "utf-8" }));
   peopleRoutes(router, deps);

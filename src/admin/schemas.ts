@@ -1,7 +1,17 @@
-// Request bodies of the admin API. Every schema is strict: unknown fields are refused, not ignored.
+// Request bodies of the admin API. Every schema is strict: unknown fields are refused, not ignored. Every string
+// is built from the blocks below, so none holds a control character (free text may hold tabs and line breaks).
 import { z } from "zod";
+import { isPlainText, isPlainUri, plain } from "../http/plain-text.ts";
 
-const text = (max: number) => z.string().trim().min(1).max(max);
+/** One line of text. */
+export const text = (max: number) => plain(z.string().trim().min(1).max(max));
+/** Free text a person writes: it may span lines. */
+const prose = (max: number) => plain(z.string().trim().min(1).max(max), { lineBreaks: true });
+/** A URI: no control character, raw or percent-encoded. */
+const uri = z
+  .string()
+  .max(2048)
+  .refine(isPlainUri, "must not contain control characters, even percent-encoded");
 
 /** RFC 6749 §3.3 scope-token: printable ASCII without space, quote or backslash. */
 export const scopeName = z
@@ -13,37 +23,32 @@ export const scopeName = z
   );
 
 /** RFC 8707 §2: an absolute URI without a fragment. */
-export const resourceUri = z
-  .string()
-  .max(2048)
-  .refine(
-    (value) => URL.canParse(value) && !value.includes("#"),
-    "must be an absolute URI without a fragment",
-  );
+export const resourceUri = uri.refine(
+  (value) => URL.canParse(value) && !value.includes("#"),
+  "must be an absolute URI without a fragment",
+);
 
-const redirectUri = z
-  .string()
-  .max(2048)
-  .refine((value) => {
-    if (!URL.canParse(value)) return false;
-    const url = new URL(value);
-    const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
-    return !url.hash && (url.protocol === "https:" || (url.protocol === "http:" && loopback));
-  }, "must be an https URL (or http on localhost) without a fragment");
+const redirectUri = uri.refine((value) => {
+  if (!URL.canParse(value)) return false;
+  const url = new URL(value);
+  const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
+  return !url.hash && (url.protocol === "https:" || (url.protocol === "http:" && loopback));
+}, "must be an https URL (or http on localhost) without a fragment");
 
-const email = z.email().max(320);
-const reason = text(1000);
+const email = plain(z.email().max(320));
+const password = plain(z.string().min(12, "must be at least 12 characters").max(1024));
+const reason = prose(1000);
 
 export const createPersonBody = z.strictObject({
   email,
   name: text(200),
-  password: z.string().min(12, "must be at least 12 characters").max(1024),
+  password,
   admin: z.boolean().optional(),
 });
 
 export const updatePersonBody = z.strictObject({
   name: text(200).optional(),
-  password: z.string().min(12, "must be at least 12 characters").max(1024).optional(),
+  password: password.optional(),
   admin: z.boolean().optional(),
 });
 
@@ -77,21 +82,32 @@ export const createResourceBody = z.strictObject({
 export const updateResourceBody = createResourceBody.omit({ uri: true }).partial();
 
 const grant = z.strictObject({ resource: resourceUri, scopes: z.array(scopeName).min(1).max(100) });
-const clientId = z.string().min(1).max(200);
+const clientId = text(200);
 
-const publicJwk = z.looseObject({ kty: z.enum(["EC", "RSA", "OKP"]) }).refine((key) => !("d" in key), {
-  message: "must be a public key (the JWKS holds a private key member 'd')",
-});
+const jwkText = plain(z.string().max(8192));
+/** RFC 7517 §4: JWK members are strings, lists of strings (key_ops, x5c) or, from WebCrypto, the ext flag. */
+const jwkMember = z.union([jwkText, z.array(jwkText).max(20), z.boolean()]);
+
+const publicJwk = z
+  .object({ kty: z.enum(["EC", "RSA", "OKP"]) })
+  .catchall(jwkMember)
+  .refine(
+    (key) => Object.keys(key).every((name) => isPlainText(name)),
+    "member names must not contain control characters",
+  )
+  .refine((key) => !("d" in key), {
+    message: "must be a public key (the JWKS holds a private key member 'd')",
+  });
 
 const agentFields = {
   name: text(200),
-  owner: z.string().min(1).max(320),
-  purpose: text(2000),
+  owner: text(320),
+  purpose: prose(2000),
   grants: z.array(grant).max(50),
   redirect_uris: z.array(redirectUri).max(20).optional(),
   may_delegate_to: z.array(clientId).max(50).optional(),
   max_depth: z.number().int().min(1).max(10).optional(),
-  blast_radius: z.string().max(4000).optional(),
+  blast_radius: plain(z.string().max(4000), { lineBreaks: true }).optional(),
   allow_untasked: z.boolean().optional(),
   dpop_required: z.boolean().optional(),
   review_due_at: z.iso.datetime({ offset: true }).optional(),

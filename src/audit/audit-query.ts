@@ -2,6 +2,7 @@
 // pages with an opaque cursor on seq, streaming iteration for exports, and counts grouped by dimensions.
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError, invalidRequest } from "../http/api-error.ts";
+import { isPlainText } from "../http/plain-text.ts";
 import { type AuditEventRow, type AuditEventView, eventView } from "./audit-event.ts";
 import { AUDIT_TYPES } from "./audit-log.ts";
 
@@ -57,9 +58,7 @@ export function parseFilter(values: Record<string, string>): AuditFilter {
     if (value === undefined) return undefined;
     if (!value) throw invalidRequest(`${name}: must not be empty`);
     if (value.length > max) throw invalidRequest(`${name}: at most ${max} characters`);
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
-    if (/[\u0000-\u001f\u007f]/.test(value))
-      throw invalidRequest(`${name}: must not contain control characters`);
+    if (!isPlainText(value)) throw invalidRequest(`${name}: must not contain control characters`);
     return value;
   };
   const delegatedBy = text("delegated_by", 320);

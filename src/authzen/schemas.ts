@@ -1,23 +1,25 @@
 // Request bodies of the AuthZEN Authorization API 1.0. Unknown members are ignored (the API may grow), but
-// every member Deputy reads is checked for type and size.
+// every member Deputy reads is checked for type, size and control characters.
 import { z } from "zod";
+import { plain } from "../http/plain-text.ts";
 
 const properties = z.record(z.string(), z.unknown());
+const text = (max: number) => plain(z.string().min(1).max(max));
 
 export const subject = z.object({
-  type: z.string().min(1).max(200),
-  id: z.string().min(1).max(8192),
-  properties: properties.optional(),
+  type: text(200),
+  id: text(8192),
+  properties: z.looseObject({ ip_address: plain(z.string()).optional() }).optional(),
 });
 
 export const resource = z.object({
-  type: z.string().min(1).max(200),
-  id: z.string().min(1).max(2048),
+  type: text(200),
+  id: text(2048),
   properties: properties.optional(),
 });
 
 export const action = z.object({
-  name: z.string().min(1).max(200),
+  name: text(200),
   properties: properties.optional(),
 });
 

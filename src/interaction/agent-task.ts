@@ -1,27 +1,16 @@
 // The task an agent names when it asks for delegation: an RFC 9396 authorization detail of type `agent_task`.
 import { errors } from "oidc-provider";
 import { z } from "zod";
+import { plain } from "../http/plain-text.ts";
 
 export const AGENT_TASK = "agent_task";
-
-const NO_CONTROL_CHARACTERS = /^[^\p{Cc}]*$/u;
 
 /** The whole detail: unknown members are refused rather than silently dropped. */
 const agentTaskSchema = z
   .object({
     type: z.literal(AGENT_TASK),
-    task_id: z
-      .string()
-      .trim()
-      .min(1)
-      .max(200)
-      .regex(NO_CONTROL_CHARACTERS, "must not hold control characters"),
-    description: z
-      .string()
-      .trim()
-      .min(1)
-      .max(2000)
-      .regex(NO_CONTROL_CHARACTERS, "must not hold control characters"),
+    task_id: plain(z.string().trim().min(1).max(200)),
+    description: plain(z.string().trim().min(1).max(2000)),
     ends_at: z.iso.datetime({ offset: true, message: "must be an ISO 8601 date-time with a time zone" }),
   })
   .strict();

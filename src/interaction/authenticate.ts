@@ -4,6 +4,7 @@
 import { randomBytes } from "node:crypto";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import type { Person, PrismaClient } from "../generated/prisma/client.ts";
+import { isPlainText } from "../http/plain-text.ts";
 import { hashPassword, verifyPassword } from "../security/secrets.ts";
 import type { LoginThrottle } from "./login-throttle.ts";
 
@@ -37,7 +38,7 @@ export class Authenticator {
       );
       return { ok: false, reason: "throttled" };
     }
-    const person = email ? await this.#prisma.person.findUnique({ where: { email } }) : null;
+    const person = await this.#findPerson(email);
     const matches = await verifyPassword(password, person?.passwordHash ?? (await this.#dummyHash));
     if (!person || !matches || person.status !== "active") {
       await this.#throttle.fail(email, address);
@@ -54,5 +55,11 @@ export class Authenticator {
       { type: "login", action: "login.success", decision: "allow", target: person.id },
     );
     return { ok: true, person };
+  }
+
+  /** The account of `email`; none for text no account can have (a NUL would make the database refuse the query). */
+  async #findPerson(email: string): Promise<Person | null> {
+    if (!email || !isPlainText(email)) return null;
+    return this.#prisma.person.findUnique({ where: { email } });
   }
 }

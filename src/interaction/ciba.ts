@@ -5,6 +5,7 @@ import type { Account, BackchannelAuthenticationRequest, Client, KoaContextWithO
 import { errors } from "oidc-provider";
 import type { AuditLog } from "../audit/audit-log.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
+import { isPlainText } from "../http/plain-text.ts";
 import { taskFromParams } from "./agent-task.ts";
 
 /** Pending requests per person: a sorted set of request ids scored by their expiry (epoch seconds). */
@@ -46,9 +47,9 @@ const BINDING_MESSAGE = /^[\p{L}\p{N}\p{P}\p{S} ]{1,64}$/u;
 
 export function cibaHooks(deps: CibaDeps) {
   return {
-    /** login_hint is the person's email; an unknown or offboarded person is unknown_user_id. */
+    /** login_hint is the person's email; an unknown or offboarded person, or no email at all, is unknown_user_id. */
     async processLoginHint(_ctx: KoaContextWithOIDC, loginHint?: string): Promise<string | undefined> {
-      if (!loginHint || loginHint.length > 254) return undefined;
+      if (!loginHint || loginHint.length > 254 || !isPlainText(loginHint)) return undefined;
       const person = await deps.prisma.person.findUnique({
         where: { email: loginHint.trim().toLowerCase() },
       });

@@ -7,6 +7,7 @@ import compose from "koa-compose";
 import type Provider from "oidc-provider";
 import { ApiError } from "../http/api-error.ts";
 import { jsonErrors, securityHeaders } from "../http/middleware.ts";
+import { isPlainText } from "../http/plain-text.ts";
 import type { Logger } from "../logger.ts";
 import { authenticateAgent } from "./agent-auth.ts";
 import type { TaskService } from "./tasks.ts";
@@ -31,13 +32,14 @@ export interface TaskRouteDeps {
   authenticatePerson?: PersonAuthenticator;
 }
 
-const TASK_ID = /^[^\p{Cc}]{1,200}$/u;
+/** Task ids are what agent_task details may hold (agent-task.ts): 1 to 200 characters, no control character. */
+const isTaskId = (value: string) => value.length >= 1 && value.length <= 200 && isPlainText(value);
 
 export function taskRoutes(deps: TaskRouteDeps): Middleware {
   const router = new Router({ prefix: "/tasks" });
   router.post("/:task_id/complete", async (ctx) => {
     const taskId = ctx.params.task_id ?? "";
-    if (!TASK_ID.test(taskId)) throw new ApiError(400, "invalid_request", "task_id is not a valid task id");
+    if (!isTaskId(taskId)) throw new ApiError(400, "invalid_request", "task_id is not a valid task id");
     const body = (ctx.request.body ?? {}) as Record<string, unknown>;
     const context = { requestId: ctx.state.requestId, clientAddress: ctx.ip };
     const personId = deps.authenticatePerson

@@ -3,19 +3,15 @@
 import type { Router } from "@koa/router";
 import { z } from "zod";
 import { invalidRequest } from "../../http/api-error.ts";
+import { plain } from "../../http/plain-text.ts";
 import { ANY } from "../../policy/velocity.ts";
 import { body } from "../request-body.ts";
 import type { AdminDeps } from "../routes.ts";
-import { resourceUri, scopeName } from "../schemas.ts";
+import { resourceUri, scopeName, text } from "../schemas.ts";
 
 const source = z.strictObject({
-  name: z
-    .string()
-    .trim()
-    .min(1)
-    .max(200)
-    .regex(/^[^\r\n]+$/, "must be one line"),
-  text: z.string().max(60_000),
+  name: text(200),
+  text: plain(z.string().max(60_000), { lineBreaks: true }),
 });
 
 export const policySourcesBody = z.strictObject({
