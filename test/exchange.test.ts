@@ -304,6 +304,38 @@ describe.each(BACKENDS)("token exchange on %s", (backend) => {
     expect(await introspect(server, mail, before.body.access_token)).toEqual({ active: false });
   });
 
+  it("gives each exchanged token a grant that expires with it; revocation still removes grants and tokens", async () => {
+    const { delegation, subjectToken } = await rootDelegation();
+    const opaque = await exchange(server, planner, { subject_token: subjectToken, resource: mail.uri });
+    const jwt = await exchange(server, planner, { subject_token: subjectToken, resource: reports.uri });
+    expect([opaque.status, jwt.status]).toEqual([200, 200]);
+    const { prisma } = server.deputy.db;
+    const rows = await prisma.issuedToken.findMany({ where: { delegationId: delegation.id } });
+    const grantOf = (resource?: string) => rows.find((row) => row.resource === resource)?.grantId as string;
+    const redis = server.deputy.redis.redis;
+    const grantKey = (grantId: string) => `${server.deputy.config.redisPrefix}oidc:Grant:${grantId}`;
+    const ttl = (grantId: string) => redis.ttl(grantKey(grantId));
+
+    for (const [resource, answer] of [
+      [mail.uri, opaque],
+      [reports.uri, jwt],
+    ] as const) {
+      const seconds = await ttl(grantOf(resource));
+      expect(seconds, resource).toBeGreaterThan(0);
+      expect(seconds, resource).toBeLessThanOrEqual(answer.body.expires_in + 1);
+    }
+    // The subject token's grant lives as long as its delegation (an hour here), not as long as a token.
+    const subjectGrant = rows.find((row) => row.parentJti === null)?.grantId as string;
+    expect(await ttl(subjectGrant)).toBeGreaterThan(3000);
+
+    const revoked = await server.admin("POST", `/delegations/${delegation.id}/revoke`, { reason: "done" });
+    expect(revoked.status, JSON.stringify(revoked.body)).toBe(200);
+    for (const grantId of [grantOf(mail.uri), grantOf(reports.uri), subjectGrant]) {
+      expect(await redis.exists(grantKey(grantId))).toBe(0);
+    }
+    expect(await introspect(server, mail, opaque.body.access_token)).toEqual({ active: false });
+  });
+
   it("caps lifetime at the delegation's end", async () => {
     const { subjectToken } = await rootDelegation({ endsInSeconds: 30 });
     const token = await exchange(server, planner, { subject_token: subjectToken, resource: mail.uri });

@@ -159,7 +159,8 @@ export function createProvider({
       return claims ? { ...claims } : "extra" in token ? token.extra : undefined;
     },
     ttl: {
-      // A grant lives as long as the longest delegation it can carry.
+      // A grant lives as long as the longest delegation it can carry; an exchanged token's own grant is given
+      // the token's expiry instead (exchange/steps/mint-token.ts).
       Grant: config.maxDelegationSeconds,
       ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.adminTokenTtl,
       AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.tokenTtlCap,

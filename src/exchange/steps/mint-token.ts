@@ -32,7 +32,11 @@ export async function mintToken(state: ExchangeState): Promise<void> {
     ...mayAct(client.deputy_may_delegate_to),
   };
   const format = resource.tokenFormat;
+  // The grant serves this token alone, so both expire at the same second: `ttl.Grant` (sized for the
+  // delegations that consent and CIBA grants carry) would keep every exchange's grant in Redis for hours.
+  const exp = Math.floor(Date.now() / 1000) + required(state.expiresIn, "expiresIn");
   const grant = new provider.Grant({ accountId: subject.accountId, clientId: client.clientId });
+  grant.exp = exp;
   grant.addResourceScope(resource.uri, scope);
   // oidc-provider assigns a grant's id only when it is saved: name it now, so the token can refer to it and
   // both can be saved at once (a token without its grant is inactive at introspection).
@@ -44,7 +48,7 @@ export async function mintToken(state: ExchangeState): Promise<void> {
     grantId,
     gty: TOKEN_EXCHANGE_GRANT,
     scope,
-    expiresIn: required(state.expiresIn, "expiresIn"),
+    exp,
     extra: claims,
     resourceServer: resourceServer(resource.uri, {
       audience: resource.uri,
