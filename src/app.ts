@@ -194,7 +194,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     authzen.allowedMethods(),
   ]);
 
-  const adminStack = compose([jsonErrors(log), securityHeaders, admin.routes(), admin.allowedMethods()]);
+  const adminStack = compose([jsonErrors(log), securityHeaders, admin.routes()]);
   const providerCallback = provider.callback();
 
   const app = new Koa();

@@ -200,6 +200,11 @@ describe("AuthZEN access evaluation", () => {
       headers: { authorization: basicAuth(mail.client_id, mail.client_secret) },
     });
     expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers.get("allow")).toBe("POST");
+    expect(await wrongMethod.json()).toMatchObject({ error: "method_not_allowed" });
+    const unknownMethod = await fetch(`${server.url}/access/v1/evaluation`, { method: "PROPFIND" });
+    expect(unknownMethod.status).toBe(501);
+    expect(await unknownMethod.json()).toMatchObject({ error: "not_implemented" });
   });
 });
 

@@ -232,15 +232,21 @@ describe.each(BACKENDS)("revocation on %s", (backend) => {
     const { delegation, t1 } = await chain();
     const taskId = delegation.taskId ?? "";
 
+    // Someone else's task and no task at all get the same answer: task ids cannot be probed.
     const other = await complete(taskId, as(outsider));
-    expect(other.status).toBe(403);
-    expect(other.body.error).toBe("access_denied");
+    expect(other.status).toBe(404);
+    expect(other.body.error).toBe("not_found");
     const subAgent = await complete(taskId, as(researcher));
-    expect(subAgent.status).toBe(403);
-
-    const unknown = await complete(`no-such-task-${randomUUID()}`, as(planner));
+    expect(subAgent.status).toBe(404);
+    const unknownId = `no-such-task-${randomUUID()}`;
+    const unknown = await complete(unknownId, as(outsider));
     expect(unknown.status).toBe(404);
-    expect(unknown.body.error).toBe("not_found");
+    expect(unknown.body.error_description.replace(unknownId, "ID")).toBe(
+      other.body.error_description.replace(taskId, "ID"),
+    );
+    const wrongMethod = await fetch(`${server.url}/tasks/${encodeURIComponent(taskId)}/complete`);
+    expect(wrongMethod.status).toBe(405);
+    expect(await wrongMethod.json()).toMatchObject({ error: "method_not_allowed" });
 
     const anonymous = await complete(taskId, {});
     expect(anonymous.status).toBe(401);

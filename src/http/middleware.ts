@@ -57,16 +57,29 @@ export function jsonErrors(log: Logger) {
   return async function renderJsonErrors(ctx: Context, next: Next): Promise<void> {
     try {
       await next();
-      if (ctx.status === 404 && ctx.body === undefined) {
-        throw new ApiError(404, "not_found", `no route for ${ctx.method} ${ctx.path}`);
-      }
+      if (ctx.body === undefined) throwRouterStatus(ctx);
     } catch (error) {
       const { status, body } = describe(error);
-      if (status >= 500) log.error({ err: error, requestId: ctx.state.requestId }, "request failed");
+      if (status >= 500 && status !== 501)
+        log.error({ err: error, requestId: ctx.state.requestId }, "request failed");
       ctx.status = status;
       ctx.body = body;
     }
   };
+}
+
+/** The router's own answers (no route, method not allowed or not implemented) in the same JSON shape. */
+function throwRouterStatus(ctx: Context): void {
+  const where = `${ctx.method} ${ctx.path}`;
+  if (ctx.status === 404) throw new ApiError(404, "not_found", `no route for ${where}`);
+  // RFC 9110 §15.5.6: the router has set Allow, which the error answer keeps.
+  if (ctx.status === 405)
+    throw new ApiError(
+      405,
+      "method_not_allowed",
+      `${where}: allowed methods are ${ctx.response.get("Allow")}`,
+    );
+  if (ctx.status === 501) throw new ApiError(501, "not_implemented", `${ctx.method} is not supported`);
 }
 
 function describe(error: unknown): { status: number; body: { error: string; error_description: string } } {

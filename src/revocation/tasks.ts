@@ -26,8 +26,8 @@ export class TaskService {
   }
 
   async complete(taskId: string, caller: TaskCaller, context: AuditContext): Promise<TaskCompletion> {
-    // The caller's own delegations for the task first (indexed by agent or person); the task id alone only on
-    // the refusal path, to tell "not yours" from "no such task".
+    // Only the caller's own delegations for the task: someone else's task answers exactly like no task at all,
+    // so that task ids cannot be probed.
     const mine = await this.#prisma.delegation.findMany({
       where:
         caller.kind === "agent"
@@ -36,14 +36,12 @@ export class TaskService {
       select: { id: true, status: true },
     });
     if (!mine.length) {
-      if (!(await this.#prisma.delegation.count({ where: { taskId } })))
-        throw new ApiError(404, "not_found", `there is no task ${taskId}`);
       throw new ApiError(
-        403,
-        "access_denied",
+        404,
+        "not_found",
         caller.kind === "agent"
-          ? `task ${taskId} was not delegated to ${caller.clientId}: only its delegate agent or the person can complete it`
-          : `task ${taskId} is not one you delegated`,
+          ? `there is no task ${taskId} delegated to ${caller.clientId}: only its delegate agent or the person can complete it`
+          : `there is no task ${taskId} that you delegated`,
       );
     }
     const active = mine.filter((delegation) => delegation.status === "active").map((d) => d.id);
