@@ -283,12 +283,13 @@ export class PolicyEngine {
       if (input.target) context.target = input.target;
       // Cedar is handed only what the applicable policies can observe: parsing the rest costs more than deciding.
       const slice = policy.setFor(action, facts.uri);
+      if (slice.inputs.entities) entities ??= this.#entities(input, facts.agents);
       const result = authorize(slice.id, {
         principal: { type: "Agent", id: facts.agent },
         action,
         resource: { type: "ResourceServer", id: facts.uri },
         context: observable(context, slice.inputs.context),
-        entities: slice.inputs.entities ? (entities ??= this.#entities(input, facts.agents)) : [],
+        entities: slice.inputs.entities && entities ? entities : [],
       });
       for (const error of result.errors) verdict.errors.push(error);
       for (const id of result.policies) decidedBy.add(`policy:${id}`);
