@@ -208,7 +208,10 @@ function inputsOf(policy: cedar.PolicyJson): PolicyInputs {
   let allContext = false;
   let entities = false;
   const walk = (node: unknown): void => {
-    if (Array.isArray(node)) return node.forEach(walk);
+    if (Array.isArray(node)) {
+      for (const item of node) walk(item);
+      return;
+    }
     if (!node || typeof node !== "object") return;
     for (const [kind, value] of Object.entries(node)) {
       if (kind === "Value" || kind === "Slot" || kind === "Unknown") continue;
@@ -222,12 +225,12 @@ function inputsOf(policy: cedar.PolicyJson): PolicyInputs {
           walk(left);
         }
       } else if (kind === "Record") {
-        Object.values(value as object).forEach(walk);
+        walk(Object.values(value as object));
       } else if (kind === "like" || kind === "is") {
         walk((value as { left: unknown }).left);
         walk((value as { in?: unknown }).in);
       } else if (PURE_NODES.has(kind)) {
-        Object.values(value as object).forEach(walk);
+        walk(Object.values(value as object));
       } else {
         // Tags, extension functions and anything a later Cedar adds: assume they read everything.
         allContext = true;
