@@ -1,6 +1,7 @@
 // Policy decision benchmark: AuthZEN evaluations (POST /access/v1/evaluation, a token subject introspected
 // in-process, 50 Cedar policies, one velocity rule counted in Redis, an audit event per decision) against one
-// started server process, with the token-exchange baseline measured in the same run on the same server.
+// started server process, then two sharing PostgreSQL and Redis (the goal is for 2 cores), with the
+// token-exchange baseline measured in the same run on the same servers.
 // For each: throughput and p50/p99 at fixed concurrency (closed loop), then p99 at 70% of that peak (open loop).
 // Loopback only, bounded in time; everything created is removed at the end, also on failure or Ctrl-C.
 //
@@ -26,7 +27,7 @@ import {
   startServer,
   tempDir,
 } from "./harness.ts";
-import { closedLoop, type LoadResult, openLoop, type Target } from "./load.ts";
+import { closedLoop, combine, type LoadResult, openLoop, type Target } from "./load.ts";
 
 const CONNECTIONS = 16;
 const WARMUP_SECONDS = 3;
@@ -174,98 +175,155 @@ const evaluationTarget = (base: string, fixture: Fixture, token: string): Target
 });
 
 interface Row {
+  setup: string;
   scenario: string;
   peak: LoadResult & { serverCores: number };
   paced: LoadResult & { serverCores: number };
 }
 
-async function measure(server: ServerProcess, run: () => Promise<LoadResult>) {
-  const before = cpuSeconds(server.child.pid);
+/** Runs a load and the CPU all server processes used meanwhile, in cores. */
+async function measure(servers: ServerProcess[], run: () => Promise<LoadResult>) {
+  const cpu = () => servers.reduce((sum, server) => sum + cpuSeconds(server.child.pid), 0);
+  const before = cpu();
   const started = Date.now();
   const result = await run();
-  const serverCores = (cpuSeconds(server.child.pid) - before) / ((Date.now() - started) / 1000);
+  const serverCores = (cpu() - before) / ((Date.now() - started) / 1000);
   return { ...result, serverCores };
 }
 
-async function scenario(name: string, server: ServerProcess, target: Target): Promise<Row> {
-  await closedLoop([target], { connections: CONNECTIONS, seconds: WARMUP_SECONDS });
-  const peak = await measure(server, () =>
-    closedLoop([target], { connections: CONNECTIONS, seconds: MEASURE_SECONDS }),
+/** Peak at fixed concurrency (split evenly over the servers), then 70% of that peak, evenly spaced. */
+async function scenario(
+  setup: string,
+  name: string,
+  servers: ServerProcess[],
+  targets: Target[],
+): Promise<Row> {
+  await closedLoop(targets, { connections: CONNECTIONS, seconds: WARMUP_SECONDS });
+  const peak = await measure(servers, () =>
+    closedLoop(targets, { connections: CONNECTIONS, seconds: MEASURE_SECONDS }),
   );
   const rate = Math.max(1, Math.floor(peak.rps * PEAK_SHARE));
-  const paced = await measure(server, () =>
-    openLoop(target, { rate, seconds: MEASURE_SECONDS, maxSockets: CONNECTIONS * 4 }),
+  const paced = await measure(servers, async () =>
+    combine(
+      await Promise.all(
+        targets.map((target) =>
+          openLoop(target, {
+            rate: rate / targets.length,
+            seconds: MEASURE_SECONDS,
+            maxSockets: (CONNECTIONS * 4) / targets.length,
+          }),
+        ),
+      ),
+    ),
   );
-  const row = { scenario: name, peak, paced };
   const line = (label: string, r: LoadResult & { serverCores: number }) =>
     `  ${`${name} ${label}`.padEnd(34)} ${r.rps.toFixed(0).padStart(6)}/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  ` +
     `p99 ${r.p99.toFixed(2).padStart(6)} ms  non-2xx ${r.non2xx}  errors ${r.errors}  server CPU ${r.serverCores.toFixed(2)} (${(r.rps / Math.max(r.serverCores, 0.01)).toFixed(0)}/s per core)`;
   console.log(line(`(${CONNECTIONS} connections)`, peak));
   console.log(line(`(${rate}/s = 70% of peak)`, paced));
-  return row;
+  return { setup, scenario: name, peak, paced };
+}
+
+/** `count` server processes sharing one PostgreSQL database and one Redis prefix, seeded before they start. */
+async function startSetup(count: number) {
+  const databaseUrl = await createDatabase();
+  const prefix = redisPrefix();
+  const ports = await Promise.all(Array.from({ length: count }, () => freePort()));
+  const issuer = `http://127.0.0.1:${ports[0]}`;
+  const envs = ports.map((port) => serverEnv({ port, issuer, dataDir: tempDir(), prefix, databaseUrl }));
+  if (process.env.BENCH_AUDIT_OFF === "1") {
+    // Measurement only: prices the decision path without its audit writes (refused unless NODE_ENV=test).
+    for (const env of envs) Object.assign(env, { NODE_ENV: "test", DEPUTY_BENCH_AUDIT_OFF: "1" });
+  }
+  const fixture = await seed(envs[0] as Record<string, string>);
+  const flags = process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? [];
+  const servers: ServerProcess[] = [];
+  for (const env of envs) {
+    const server = await startServer(env, flags);
+    servers.push(server);
+    running.push(server);
+  }
+  return { fixture, servers, urls: servers.map((server) => server.url) };
+}
+
+async function runSetup(count: number): Promise<Row[]> {
+  const setup = `${count} process${count > 1 ? "es" : ""}, PostgreSQL`;
+  console.log(`\n## ${setup}`);
+  const { fixture, servers, urls } = await startSetup(count);
+  // A token exchanged on one process is evaluated on every one: they share the database and Redis.
+  const exchanged = await send(exchangeTarget(urls[0] as string, fixture));
+  if (exchanged.status !== 200) throw new Error(`token exchange failed: ${JSON.stringify(exchanged.body)}`);
+  const token = String(exchanged.body.access_token);
+  const evaluations = urls.map((url) => evaluationTarget(url, fixture, token));
+  for (const evaluation of evaluations) {
+    const probe = await send(evaluation);
+    if (probe.status !== 200 || probe.body.decision !== true)
+      throw new Error(`evaluation was not allowed: ${probe.status} ${JSON.stringify(probe.body)}`);
+    if (probe.body.context.policy_version !== 2) throw new Error("the 50-policy set is not in force");
+  }
+  const rows =
+    process.env.BENCH_ONLY === "evaluation"
+      ? [await scenario(setup, "evaluation", servers, evaluations)]
+      : [
+          await scenario(
+            setup,
+            "exchange (baseline)",
+            servers,
+            urls.map((url) => exchangeTarget(url, fixture)),
+          ),
+          await scenario(setup, "evaluation", servers, evaluations),
+        ];
+  const after = await send(evaluations[0] as Target);
+  if (after.body.decision !== true)
+    throw new Error(`an evaluation was refused after the run: ${JSON.stringify(after.body)}`);
+  for (const server of servers) await server.stop();
+  running = running.filter((server) => !servers.includes(server));
+  return rows;
 }
 
 async function main(): Promise<void> {
   cleanUpOnSignals();
   console.log(
     `Policy decision benchmark — ${new Date().toISOString()} — ${os.cpus().length} × ${os.cpus()[0]?.model?.trim()}, ` +
-      `Node ${process.version}, PostgreSQL + Redis on loopback, one server process`,
+      `Node ${process.version}, PostgreSQL + Redis on loopback`,
   );
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const env = serverEnv({
-    port,
-    issuer: url,
-    dataDir: tempDir(),
-    prefix: redisPrefix(),
-    databaseUrl: await createDatabase(),
-  });
-  if (process.env.BENCH_AUDIT_OFF === "1") {
-    // Measurement only: prices the decision path without its audit writes (refused in production).
-    Object.assign(env, { NODE_ENV: "test", DEPUTY_BENCH_AUDIT_OFF: "1" });
+  if (process.env.BENCH_AUDIT_OFF === "1")
     console.log("  BENCH_AUDIT_OFF=1: decisions and exchanges write NO audit events (measurement only)");
-  }
-  const fixture = await seed(env);
-  const server = await startServer(env, process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? []);
-  running = server;
+  const rows: Row[] = [];
+  for (const count of [1, 2]) rows.push(...(await runSetup(count)));
 
-  const exchanged = await send(exchangeTarget(url, fixture));
-  if (exchanged.status !== 200) throw new Error(`token exchange failed: ${JSON.stringify(exchanged.body)}`);
-  const token = String(exchanged.body.access_token);
-  const evaluation = evaluationTarget(url, fixture, token);
-  const probe = await send(evaluation);
-  if (probe.status !== 200 || probe.body.decision !== true)
-    throw new Error(`evaluation was not allowed: ${probe.status} ${JSON.stringify(probe.body)}`);
-  if (probe.body.context.policy_version !== 2) throw new Error("the 50-policy set is not in force");
-
-  const rows =
-    process.env.BENCH_ONLY === "evaluation"
-      ? [await scenario("evaluation", server, evaluation)]
-      : [
-          await scenario("exchange (baseline)", server, exchangeTarget(url, fixture)),
-          await scenario("evaluation", server, evaluation),
-        ];
-  const after = await send(evaluation);
-  if (after.body.decision !== true)
-    throw new Error(`an evaluation was refused after the run: ${JSON.stringify(after.body)}`);
-
-  const decisions = rows.at(-1) as Row;
-  const exchange = rows.length > 1 ? (rows[0] as Row) : undefined;
-  const failures = rows.flatMap((row) =>
-    [row.peak, row.paced].filter((r) => r.non2xx || r.errors).map(() => `${row.scenario}: failed requests`),
-  );
   console.log(
-    `\n  evaluations vs exchange: ${exchange ? (decisions.peak.rps / exchange.peak.rps).toFixed(2) : "-"}×; goal ≥ ${GOALS.decisionsPerSecond}/s: ` +
-      `${decisions.peak.rps >= GOALS.decisionsPerSecond ? "met" : "NOT met"}; p99 at 70% ≤ ${GOALS.p99AtShareMs} ms: ` +
-      `${decisions.paced.p99 <= GOALS.p99AtShareMs ? "met" : "NOT met"}`,
+    "\n| setup | scenario | peak /s | p50 ms | p99 ms | @70%: /s | p50 ms | p99 ms | server CPU (cores) |",
   );
+  console.log("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const row of rows) {
+    const { peak, paced } = row;
+    console.log(
+      `| ${row.setup} | ${row.scenario} | ${peak.rps.toFixed(0)} | ${peak.p50.toFixed(2)} | ${peak.p99.toFixed(2)} | ` +
+        `${paced.rps.toFixed(0)} | ${paced.p50.toFixed(2)} | ${paced.p99.toFixed(2)} | ${peak.serverCores.toFixed(2)} |`,
+    );
+  }
+  const failures: string[] = [];
+  for (const setup of new Set(rows.map((row) => row.setup))) {
+    const decisions = rows.find((row) => row.setup === setup && row.scenario === "evaluation") as Row;
+    const exchange = rows.find((row) => row.setup === setup && row.scenario !== "evaluation");
+    console.log(
+      `\n  ${setup}: evaluations vs exchange: ${exchange ? (decisions.peak.rps / exchange.peak.rps).toFixed(2) : "-"}×; ` +
+        `goal ≥ ${GOALS.decisionsPerSecond}/s: ${decisions.peak.rps >= GOALS.decisionsPerSecond ? "met" : "NOT met"}; ` +
+        `p99 at 70% ≤ ${GOALS.p99AtShareMs} ms: ${decisions.paced.p99 <= GOALS.p99AtShareMs ? "met" : "NOT met"}`,
+    );
+  }
+  for (const row of rows) {
+    if ([row.peak, row.paced].some((r) => r.non2xx || r.errors))
+      failures.push(`${row.setup}, ${row.scenario}: failed requests`);
+  }
   if (failures.length) {
     console.error(failures.join("\n"));
     process.exitCode = 1;
   }
 }
 
-let running: ServerProcess | undefined;
+let running: ServerProcess[] = [];
 
 main()
   .catch((error: unknown) => {
@@ -273,9 +331,9 @@ main()
       "policy benchmark failed:",
       error instanceof Error ? (process.env.BENCH_DEBUG ? error.stack : error.message) : error,
     );
-    if (running)
+    for (const server of running)
       console.error(
-        `server output (last lines):\n${running
+        `server output (last lines):\n${server
           .stderr()
           .split("\n")
           .slice(process.env.BENCH_DEBUG ? -400 : -30)
