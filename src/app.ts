@@ -213,7 +213,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   app.use(
     revocation.routes({ authenticatePerson: (ctx, purpose, csrf) => peopleUi.personFor(ctx, purpose, csrf) }),
   );
-  // Pages for people: sign-in, consent, approvals, my delegations.
+  // Pages for people: sign-in, consent, approvals, my delegations; the admin console.
   app.use(
     peopleUi.routes(provider, {
       revokeDelegation: async (context, id, reason) =>
@@ -223,6 +223,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
           context,
         )),
       recordStepUp: policy.recordStepUpApproval,
+      agents,
     }),
   );
   app.use(async (ctx) => {

@@ -1,6 +1,7 @@
 // Helpers for the consent, CIBA and browser tests: a scenario (person, resource server, agents), PKCE, a
 // cookie-keeping HTTP client that stops at every redirect, and the agent's side of the code flow.
 import { createHash, randomBytes } from "node:crypto";
+import { expect } from "vitest";
 import { basicAuth, postForm } from "./helpers/oauth.ts";
 import { type Agent, createAgent, createPerson, createResource } from "./helpers/scenario.ts";
 import type { TestServer } from "./helpers/server.ts";
@@ -162,6 +163,18 @@ export function hiddenField(html: string, name: string, action?: string): string
   const match = new RegExp(`name="${name}" value="([^"]*)"`).exec(scope);
   if (!match?.[1]) throw new Error(`no ${name} field${action ? ` in the form for ${action}` : ""}`);
   return match[1];
+}
+
+/** What every page of Deputy's is: under a strict CSP (nothing inline), never framed, with no script, one stylesheet. */
+export function expectStrictPage(page: { headers: Headers; body: string }): void {
+  const csp = String(page.headers.get("content-security-policy"));
+  expect(csp).toContain("default-src 'none'");
+  expect(csp).toContain("style-src 'self'");
+  expect(csp).toContain("frame-ancestors 'none'");
+  expect(csp).not.toContain("unsafe-inline");
+  expect(page.headers.get("x-frame-options")).toBe("DENY");
+  expect(page.body).not.toMatch(/<script|<[^>]*\s(style|on[a-z]+)=/i);
+  expect(page.body.match(/<link rel="stylesheet"/g)).toHaveLength(1);
 }
 
 export function formAction(html: string): string {

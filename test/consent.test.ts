@@ -10,6 +10,7 @@ import {
   CookieClient,
   codeFrom,
   createScenario,
+  expectStrictPage,
   formAction,
   hiddenField,
   PASSWORD,
@@ -611,16 +612,7 @@ describe("people approve delegation (HTTP)", () => {
         await new CookieClient(server.url).request("/login"),
         await client.request("/interaction/not-a-real-interaction-id"),
       ];
-      for (const page of pages) {
-        const csp = String(page.headers.get("content-security-policy"));
-        expect(csp).toContain("default-src 'none'");
-        expect(csp).toContain("style-src 'self'");
-        expect(csp).toContain("frame-ancestors 'none'");
-        expect(csp).not.toContain("unsafe-inline");
-        expect(page.headers.get("x-frame-options")).toBe("DENY");
-        expect(page.body).not.toMatch(/<script|<[^>]*\s(style|on[a-z]+)=/i);
-        expect(page.body.match(/<link rel="stylesheet"/g)).toHaveLength(1);
-      }
+      for (const page of pages) expectStrictPage(page);
       // The consent page's form may end at the agent's redirect URI; other pages only at Deputy.
       expect(consent.headers.get("content-security-policy")).toContain(
         "form-action 'self' https://agent.example",

@@ -1,4 +1,5 @@
-// People approve delegation: sign-in, consent, CIBA approvals and "my delegations", assembled for app.ts.
+// People approve delegation: sign-in, consent, CIBA approvals and "my delegations", and the admin console;
+// assembled for app.ts.
 // createPeopleUi is called before the provider exists (the provider needs its hooks); routes(provider) after.
 import { Router } from "@koa/router";
 import type { Redis } from "ioredis";
@@ -23,6 +24,7 @@ import { Pages, STYLESHEET_PATH } from "./pages.ts";
 import { createProviderHooks, type ProviderHooks } from "./provider-hooks.ts";
 import { accountRoutes } from "./routes/account.ts";
 import { approvalsRoutes } from "./routes/approvals.ts";
+import { consoleRoutes } from "./routes/console.ts";
 import { delegationsRoutes } from "./routes/delegations.ts";
 import { interactionRoutes } from "./routes/interaction.ts";
 import { UiSessionStore } from "./ui-sessions.ts";
@@ -53,7 +55,8 @@ export interface PeopleUi {
   personFor(ctx: Context, purpose: string, csrf: unknown): Promise<string | undefined>;
 }
 
-const PATHS = /^\/(?:$|login$|logout$|approvals(?:\/|$)|delegations(?:\/|$)|interaction(?:\/|$))/;
+const PATHS =
+  /^\/(?:$|login$|logout$|approvals(?:\/|$)|delegations(?:\/|$)|interaction(?:\/|$)|console(?:\/|$))/;
 
 export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
   const { config, prisma, redis, audit } = deps;
@@ -103,6 +106,7 @@ export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
         interactionRoutes(web),
         approvalsRoutes(web),
         delegationsRoutes(web),
+        consoleRoutes(web),
       ]) {
         router.use(routes.routes());
       }

@@ -11,6 +11,7 @@ import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { Person, PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError } from "../http/api-error.ts";
 import type { Logger } from "../logger.ts";
+import type { AgentService } from "../registry/agents.ts";
 import type { Authenticator } from "./authenticate.ts";
 import type { PendingApprovals } from "./ciba.ts";
 import { clearCookie, LOGIN_NONCE_COOKIE, readCookie, SESSION_COOKIE, setCookie } from "./cookies.ts";
@@ -23,6 +24,8 @@ import type { UiSession, UiSessionStore } from "./ui-sessions.ts";
 /** Services of other parts of Deputy that the pages act through. */
 export interface PeopleUiServices {
   revokeDelegation: RevokeDelegation;
+  /** The registry's agents, for the admin console: the same service, cascade and audit as the admin API's. */
+  agents: Pick<AgentService, "list" | "transition" | "suspendAll">;
   /**
    * Records a person's fresh approval of high-risk scopes for an agent on a resource (policy step-up): called
    * when a CIBA approval grants such scopes.

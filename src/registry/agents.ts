@@ -130,6 +130,11 @@ const TRANSITIONS: Record<LifecycleAction, { to: Agent["status"]; from: Agent["s
   retire: { to: "retired", from: ["pending", "active", "suspended"] },
 };
 
+/** Whether an agent that is `status` may take `action` (for pages that offer only the actions that apply). */
+export function canTransition(status: Agent["status"], action: LifecycleAction): boolean {
+  return TRANSITIONS[action].from.includes(status);
+}
+
 function daysFromNow(days: number): Date {
   return new Date(Date.now() + days * 86_400_000);
 }
@@ -265,7 +270,7 @@ export class AgentService {
   ): Promise<AgentView & { revocation?: RevocationSummary }> {
     const before = await this.#find(key);
     const rule = TRANSITIONS[action];
-    if (!rule.from.includes(before.status)) {
+    if (!canTransition(before.status, action)) {
       throw new ApiError(409, "invalid_transition", `cannot ${action} an agent that is ${before.status}`);
     }
     const revocations = action === "activate" ? undefined : this.#revocations;
@@ -311,7 +316,7 @@ export class AgentService {
     if (!revocations) throw new Error("suspendAll needs the revocation service");
     const { clientIds, pending } = await this.#prisma.$transaction(async (tx) => {
       const targets = await tx.agent.findMany({
-        where: { status: { in: ["active", "pending"] } },
+        where: { status: { in: TRANSITIONS.suspend.from } },
         select: { id: true, clientId: true },
       });
       await tx.agent.updateMany({

@@ -1,10 +1,9 @@
 // People approve delegation in a real browser: headless Chromium (Debian's /usr/bin/chromium) driven by
 // playwright-core. The agent's side is played by the test (PKCE, code redemption, CIBA polling, token
 // exchange); its redirect URI is answered by an intercepted route, so nothing leaves the machine.
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   agentTask,
@@ -21,40 +20,23 @@ import {
 import { basicAuth, postForm } from "../helpers/oauth.ts";
 import { createAgent, exchange } from "../helpers/scenario.ts";
 import { startServer, type TestServer } from "../helpers/server.ts";
+import { launchChromium, screenshotDir, signInOnPage } from "./chromium.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
-const FLAGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  // No DNS lookups leave the machine: every name but the loopback address is unresolvable.
-  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-];
-// Screenshots of the consent and approvals pages: into docs/ with UPDATE_SCREENSHOTS=1, else a temporary
-// directory (so a test run leaves the work tree clean).
-const SHOTS = process.env.UPDATE_SCREENSHOTS
-  ? path.resolve(import.meta.dirname, "../../docs")
-  : mkdtempSync(path.join(tmpdir(), "deputy-shots-"));
+// Screenshots of the consent and approvals pages (docs/ with UPDATE_SCREENSHOTS=1).
+const shots = screenshotDir();
+const SHOTS = shots.dir;
 
 describe("people approve delegation (Chromium)", () => {
   let server: TestServer;
   let browser: Browser;
 
   beforeAll(async () => {
-    // playwright-core launches with --headless and a fresh temporary --user-data-dir of its own.
-    [server, browser] = await Promise.all([
-      startServer(),
-      chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true }),
-    ]);
+    [server, browser] = await Promise.all([startServer(), launchChromium()]);
   });
   afterAll(async () => {
     await browser?.close();
     await server?.close();
-    if (!process.env.UPDATE_SCREENSHOTS) rmSync(SHOTS, { recursive: true, force: true });
+    shots.cleanup();
   });
 
   /** A fresh browser profile whose requests to the agent's redirect URI are answered locally. */
@@ -72,13 +54,6 @@ describe("people approve delegation (Chromium)", () => {
       await dialog.dismiss();
     });
     return { context, page, dialogs };
-  }
-
-  async function signInOnPage(page: Page, email: string): Promise<void> {
-    await expect.poll(() => page.title(), { timeout: 15_000 }).toContain("Sign in");
-    await page.getByLabel("Email").fill(email);
-    await page.getByLabel("Password").fill(PASSWORD);
-    await page.getByRole("button", { name: "Sign in" }).click();
   }
 
   /** The agent starts an authorization with PKCE and a task; the person signs in; the page shows consent. */

@@ -20,7 +20,7 @@ import {
 } from "../web.ts";
 
 /** Where a person may be sent after signing in: only Deputy's own pages (no open redirect). */
-const RETURN_TO = new Set(["/approvals", "/delegations"]);
+const RETURN_TO = new Set(["/approvals", "/delegations", "/console/agents"]);
 const returnTarget = (value: unknown) =>
   typeof value === "string" && RETURN_TO.has(value) ? value : "/delegations";
 
