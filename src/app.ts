@@ -145,6 +145,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     delegations,
     signingKeys: publicKeys,
     policy: policy.exchangePolicy,
+    policyVersion: policy.version,
   });
   provider.on("server_error", (_ctx, error) => log.error({ err: error }, "oidc-provider server error"));
   auditProviderEndpoints(provider, { audit, prisma, log });
@@ -184,6 +185,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     delegations,
     signingKeys: publicKeys,
     engine: policy.engine,
+    policyVersion: policy.version,
     audit,
   });
   const authzen = authzenRouter({ issuer: config.issuer, clients, resources: catalog, audit, evaluator });

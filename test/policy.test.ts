@@ -2,29 +2,17 @@
 // refusing policy versions, velocity rules (exact under concurrency, shadow, containment), drift, human
 // step-up on high-risk exchanges, and a policy change reaching every server process without a restart.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { basicAuth } from "./helpers/oauth.ts";
 import {
   type Agent,
   createAgent,
   createPerson,
   createResource,
   delegate,
+  evaluate,
   exchange,
   type Resource,
 } from "./helpers/scenario.ts";
 import { BACKENDS, startServer, type TestServer } from "./helpers/server.ts";
-
-async function evaluate(server: TestServer, resource: Resource, body: unknown, path = "evaluation") {
-  const response = await fetch(`${server.url}/access/v1/${path}`, {
-    method: "POST",
-    headers: {
-      authorization: basicAuth(resource.client_id, resource.client_secret),
-      "content-type": "application/json",
-    },
-    body: JSON.stringify(body),
-  });
-  return { status: response.status, body: (await response.json()) as any };
-}
 
 const tokenSubject = (token: string) => ({ type: "token", id: token });
 const ask = (token: string, action: string) => ({

@@ -390,15 +390,34 @@ describe.each(BACKENDS)("revocation on %s", (backend) => {
     const refused = await exchange(server, researcher, { subject_token: direct.subjectToken });
     expect(refused.status).toBe(401);
     expect(refused.body.error).toBe("invalid_client");
-    const [event] = await revocationEvents(direct.delegation.id);
-    expect(event).toBeUndefined(); // two delegations: one event, without a single delegation id
+    // Two delegations: a summary event with the counts, then one event for each delegation (its person and task).
     const summary = await prisma().auditEvent.findFirstOrThrow({
-      where: { type: "revocation", action: "revocation.suspension", target: researcher.client_id },
+      where: {
+        type: "revocation",
+        action: "revocation.suspension",
+        target: researcher.client_id,
+        delegationId: null,
+      },
     });
     expect(summary).toMatchObject({
       reason: "prompt injection suspected",
       details: { trigger: "suspension", delegations: 2, tokens: 7 },
     });
+    const seqs: bigint[] = [];
+    for (const [id, tokens] of [
+      [direct.delegation.id, 2],
+      [inChain.delegation.id, 5],
+    ] as const) {
+      const events = await revocationEvents(id);
+      expect(events).toHaveLength(1);
+      expect(events[0]).toMatchObject({
+        delegatedBy: person.email,
+        taskDescription: "Plan the offsite",
+        details: { revocation_id: (summary.details as { revocation_id: string }).revocation_id, tokens },
+      });
+      seqs.push(events[0]?.seq ?? 0n);
+    }
+    expect(seqs.sort((a, b) => (a < b ? -1 : 1))).toEqual([summary.seq + 1n, summary.seq + 2n]);
 
     // Reversible: the agent authenticates again (its old delegations stay revoked).
     expect((await server.admin("POST", `/agents/${researcher.client_id}/activate`, {})).status).toBe(200);

@@ -47,16 +47,16 @@ SELECT (SELECT max(seq) FROM audit_events)::text AS top_seq,
 
 const INSERT_SQL = `
 INSERT INTO audit_events (seq, id, time, type, action, decision, reason, actor, target, delegated_by, agent_chain,
-  resource, scopes_asked, scopes_granted, delegation_id, task_id, request_id, client_address, before, after,
-  details, policy_version, agent_claim, prev_hash, hash)
+  resource, scopes_asked, scopes_granted, delegation_id, task_id, task_description, request_id, client_address,
+  before, after, details, policy_version, agent_claim, prev_hash, hash)
 SELECT seq, id, time, type, action, decision, reason, actor, target, delegated_by, agent_chain, resource,
-  scopes_asked, scopes_granted, delegation_id, task_id, request_id, client_address, before, after, details,
-  policy_version, agent_claim, prev_hash, hash
+  scopes_asked, scopes_granted, delegation_id, task_id, task_description, request_id, client_address, before,
+  after, details, policy_version, agent_claim, prev_hash, hash
 FROM jsonb_to_recordset($1::jsonb) AS r(seq bigint, id uuid, time timestamptz, type text, action text,
   decision text, reason text, actor text, target text, delegated_by text, agent_chain text[], resource text,
-  scopes_asked text[], scopes_granted text[], delegation_id text, task_id text, request_id text,
-  client_address text, before jsonb, after jsonb, details jsonb, policy_version text, agent_claim text,
-  prev_hash text, hash text)
+  scopes_asked text[], scopes_granted text[], delegation_id text, task_id text, task_description text,
+  request_id text, client_address text, before jsonb, after jsonb, details jsonb, policy_version text,
+  agent_claim text, prev_hash text, hash text)
 WHERE $2::boolean
    OR ((SELECT max(seq) FROM audit_events) = $3::bigint
        AND (SELECT hash FROM audit_events WHERE hash IS NOT NULL ORDER BY seq DESC LIMIT 1) IS NOT DISTINCT FROM $4::text)

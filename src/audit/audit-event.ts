@@ -3,7 +3,9 @@
 //
 // hash = sha256_hex((prev_hash ?? "") + canonical_json(content)), where content is every field below except
 // prev_hash and hash, with keys sorted, no whitespace, dates as ISO 8601 strings (UTC, milliseconds), absent
-// values as null. The same function checks rows in the database and lines of exported or archived files.
+// values as null — except the fields added after the chain began (LATER_FIELDS), which are left out while null,
+// so that events written before them hash as they did. The same function checks rows in the database and lines
+// of exported or archived files.
 import { createHash } from "node:crypto";
 
 /** Export field names, in the order CSV columns appear. Stable: documented in the README. */
@@ -24,6 +26,7 @@ export const AUDIT_FIELDS = [
   "scopes_granted",
   "delegation_id",
   "task_id",
+  "task_description",
   "request_id",
   "client_address",
   "policy_version",
@@ -41,6 +44,15 @@ export type AuditField = (typeof AUDIT_FIELDS)[number];
 export const CONTENT_FIELDS = AUDIT_FIELDS.filter(
   (field): field is Exclude<AuditField, "prev_hash" | "hash"> => field !== "prev_hash" && field !== "hash",
 );
+
+/** Fields added after the chain began: hashed only when not null, so that older events keep their hashes. */
+const LATER_FIELDS: ReadonlySet<string> = new Set<AuditField>(["task_description"]);
+
+/** The value a field contributes to the hash; undefined when it is left out. */
+function hashedValue(source: Record<string, unknown>, field: string): unknown {
+  const value = source[field] ?? null;
+  return value === null && LATER_FIELDS.has(field) ? undefined : value;
+}
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -61,6 +73,8 @@ export interface AuditEventView {
   scopes_granted: string[];
   delegation_id: string | null;
   task_id: string | null;
+  /** The task's description as the person approved it: the agent's words. */
+  task_description: string | null;
   request_id: string | null;
   client_address: string | null;
   policy_version: string | null;
@@ -93,6 +107,7 @@ export interface AuditEventRow {
   scopesGranted: string[];
   delegationId: string | null;
   taskId: string | null;
+  taskDescription: string | null;
   requestId: string | null;
   clientAddress: string | null;
   before: unknown;
@@ -122,6 +137,7 @@ export function eventView(row: AuditEventRow): AuditEventView {
     scopes_granted: row.scopesGranted,
     delegation_id: row.delegationId,
     task_id: row.taskId,
+    task_description: row.taskDescription,
     request_id: row.requestId,
     client_address: row.clientAddress,
     policy_version: row.policyVersion,
@@ -138,7 +154,10 @@ export function eventView(row: AuditEventRow): AuditEventView {
 export function eventContent(event: object): Record<string, unknown> {
   const source = event as Record<string, unknown>;
   const content: Record<string, unknown> = {};
-  for (const field of CONTENT_FIELDS) content[field] = source[field] ?? null;
+  for (const field of CONTENT_FIELDS) {
+    const value = hashedValue(source, field);
+    if (value !== undefined) content[field] = value;
+  }
   return content;
 }
 
@@ -183,7 +202,8 @@ export function canonicalContent(event: object): string {
   const source = event as Record<string, unknown>;
   let out = "{";
   for (const [field, prefix] of SORTED_CONTENT) {
-    out += `${out.length > 1 ? "," : ""}${prefix}${canonicalJson(source[field] ?? null)}`;
+    const value = hashedValue(source, field);
+    if (value !== undefined) out += `${out.length > 1 ? "," : ""}${prefix}${canonicalJson(value)}`;
   }
   return `${out}}`;
 }

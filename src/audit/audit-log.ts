@@ -2,6 +2,7 @@
 // the caller's transaction) or `commit` (decisions on the hot path, through group commit). Both append to the
 // hash chain inside their transaction (audit-chain.ts).
 import { randomUUID } from "node:crypto";
+import type { Context } from "koa";
 import type { GroupCommitWriter, PendingRows } from "../db/group-commit.ts";
 import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import { appendToChain, prismaTx, type UnsealedAuditEvent } from "./audit-chain.ts";
@@ -45,6 +46,14 @@ export interface AuditContext {
   clientAddress?: string;
 }
 
+/**
+ * The context of a request oidc-provider answers (a Koa context of its own, without Deputy's state): the request
+ * id is the X-Request-Id Deputy's middleware set on the response.
+ */
+export function providerRequestContext(ctx: Context, actor: string): AuditContext {
+  return { actor, requestId: ctx.response.get("x-request-id") || undefined, clientAddress: ctx.ip };
+}
+
 export interface AuditEventInput {
   type: AuditType;
   action: string;
@@ -58,6 +67,8 @@ export interface AuditEventInput {
   scopesGranted?: string[];
   delegationId?: string;
   taskId?: string;
+  /** The task's description as the person approved it (the agent's words). */
+  taskDescription?: string;
   before?: unknown;
   after?: unknown;
   details?: unknown;
@@ -79,6 +90,8 @@ export interface AuditLogOptions {
 }
 
 export const AGENT_CLAIM_MAX_LENGTH = 2000;
+/** Events appended by one INSERT (its JSON parameter stays a few megabytes). */
+const APPEND_CHUNK = 5_000;
 const TRUNCATED = " …[truncated]";
 
 export class AuditLog {
@@ -97,9 +110,23 @@ export class AuditLog {
    * call it last, after the transaction's other statements. Without `tx` it goes through group commit.
    */
   async record(context: AuditContext, event: AuditEventInput, tx?: Prisma.TransactionClient): Promise<void> {
-    const row = toUnsealed(context, event);
-    if (tx) await appendToChain(prismaTx(tx), [row], this.#writer.chain);
-    else await this.#writer.write({ auditEvents: [row] });
+    await this.recordAll(context, [event], tx);
+  }
+
+  /**
+   * Records several events of one change, in order, as `record` does one: with `tx`, appended by one
+   * multi-row INSERT per APPEND_CHUNK events (a revocation reaching thousands of delegations stays cheap).
+   */
+  async recordAll(
+    context: AuditContext,
+    events: AuditEventInput[],
+    tx?: Prisma.TransactionClient,
+  ): Promise<void> {
+    const rows = events.map((event) => toUnsealed(context, event));
+    if (!tx) return this.#writer.write({ auditEvents: rows });
+    for (let i = 0; i < rows.length; i += APPEND_CHUNK) {
+      await appendToChain(prismaTx(tx), rows.slice(i, i + APPEND_CHUNK), this.#writer.chain);
+    }
   }
 
   /**
@@ -149,6 +176,7 @@ function toUnsealed(context: AuditContext, event: AuditEventInput): UnsealedAudi
     scopesGranted: (event.scopesGranted ?? []).map((item) => text(item) ?? ""),
     delegationId: text(event.delegationId),
     taskId: text(event.taskId),
+    taskDescription: text(event.taskDescription),
     requestId: text(context.requestId),
     clientAddress: text(context.clientAddress),
     before: toJson(event.before),

@@ -188,7 +188,8 @@ export function decodeCursor(cursor: string, order: "asc" | "desc"): bigint {
 
 const COLUMNS = `seq, id, time, type, action, decision, reason, actor, target, delegated_by AS "delegatedBy",
   agent_chain AS "agentChain", resource, scopes_asked AS "scopesAsked", scopes_granted AS "scopesGranted",
-  delegation_id AS "delegationId", task_id AS "taskId", request_id AS "requestId",
+  delegation_id AS "delegationId", task_id AS "taskId", task_description AS "taskDescription",
+  request_id AS "requestId",
   client_address AS "clientAddress", before, after, details, policy_version AS "policyVersion",
   agent_claim AS "agentClaim", prev_hash AS "prevHash", hash`;
 

@@ -16,7 +16,12 @@ import type { KoaContextWithOIDC } from "oidc-provider";
 import { tokenRef } from "../delegation/token-ref.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { Logger } from "../logger.ts";
-import type { AuditContext, AuditEventInput, AuditLog } from "./audit-log.ts";
+import {
+  type AuditContext,
+  type AuditEventInput,
+  type AuditLog,
+  providerRequestContext,
+} from "./audit-log.ts";
 
 const INACTIVE = "inactive: the token is unknown, expired, revoked or not meant for this resource server";
 
@@ -52,11 +57,7 @@ function who(ctx: KoaContextWithOIDC, body: Body | undefined): { context: AuditC
   const clientId = ctx.oidc.client?.clientId;
   const authenticated = body?.error !== "invalid_client" && clientId;
   return {
-    context: {
-      actor: authenticated || "unauthenticated",
-      requestId: ctx.response.get("x-request-id") || undefined,
-      clientAddress: ctx.ip,
-    },
+    context: providerRequestContext(ctx, authenticated || "unauthenticated"),
     claimed: authenticated ? undefined : clientId,
   };
 }
@@ -137,6 +138,7 @@ async function describeToken(
     scopesAsked: issued.scopes,
     delegationId: issued.delegationId,
     taskId: issued.delegation.taskId ?? undefined,
+    taskDescription: issued.delegation.taskDescription ?? undefined,
     details: {
       token_ref: ref,
       expired: issued.expiresAt.getTime() <= Date.now(),

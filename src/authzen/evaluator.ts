@@ -21,6 +21,8 @@ export const SUBJECT_TYPES = ["token"];
 export interface EvaluatorDeps extends TokenSubjectDeps {
   engine: PolicyEngine;
   audit: AuditLog;
+  /** The policy version in force now: recorded on refusals made before the engine decides. */
+  policyVersion: () => string;
 }
 
 export class Evaluator {
@@ -52,6 +54,7 @@ export class Evaluator {
       target: `${target.type}:${target.id}`.slice(0, 500),
       resource: resource.uri,
       scopesAsked: [name],
+      policyVersion: this.#deps.policyVersion(),
     };
     const subject = await tokenSubject(this.#deps, request.subject.id, resource.uri);
     const refuse = (code: string, message: string) => ({
@@ -66,6 +69,7 @@ export class Evaluator {
       agentChain: subject.chain,
       delegationId: delegation.id,
       taskId: delegation.taskId ?? undefined,
+      taskDescription: delegation.taskDescription ?? undefined,
     });
     if (!resource.scopes.some((scope) => scope.name === name)) {
       return refuse("unknown_action", `${name} is not a scope of ${resource.uri}: register it as one`);

@@ -109,7 +109,8 @@ export class DelegationStore {
           scopesGranted: delegation.scopes,
           delegationId: delegation.id,
           taskId: delegation.taskId ?? undefined,
-          details: { task: delegation.taskDescription, ends_at: delegation.endsAt.toISOString() },
+          taskDescription: delegation.taskDescription ?? undefined,
+          details: { ends_at: delegation.endsAt.toISOString() },
         },
         tx,
       );

@@ -63,6 +63,7 @@ export async function recordSubjectToken(
       resource: delegation.resources.join(" "),
       delegationId: delegation.id,
       taskId: delegation.taskId ?? undefined,
+      taskDescription: delegation.taskDescription ?? undefined,
       details: { token_ref: tokenRef(issued.jti), expires_in: issued.expiresIn, ...issued.details },
     },
     {

@@ -1,14 +1,15 @@
 // How an exchange is described in the audit trail, whether it was allowed or refused.
-import { type AuditContext, type AuditEventInput, agentClaim } from "../audit/audit-log.ts";
+import {
+  type AuditContext,
+  type AuditEventInput,
+  agentClaim,
+  providerRequestContext,
+} from "../audit/audit-log.ts";
 import { actorChain } from "../delegation/token-claims.ts";
 import type { ExchangeState } from "./exchange-state.ts";
 
 export function auditContext(state: ExchangeState): AuditContext {
-  return {
-    actor: state.caller.clientId,
-    requestId: state.ctx.response.get("x-request-id") || undefined,
-    clientAddress: state.ctx.ip,
-  };
+  return providerRequestContext(state.ctx, state.caller.clientId);
 }
 
 /**
@@ -32,9 +33,10 @@ export function describeExchange(state: ExchangeState): AuditEventInput {
     scopesGranted: state.scopes,
     delegationId: state.delegation?.id,
     taskId: state.delegation?.taskId ?? undefined,
-    details: state.delegation ? { task: state.delegation.taskDescription } : undefined,
+    taskDescription: state.delegation?.taskDescription ?? undefined,
     agentClaim: agentClaim(params?.reasoning),
-    policyVersion: state.policy?.version,
+    // Refused before the policy was asked: the version in force at the time of the refusal.
+    policyVersion: state.policy?.version ?? state.deps.policyVersion(),
     reason: state.policy?.decidedBy?.length ? `decided by ${state.policy.decidedBy.join(", ")}` : undefined,
   };
 }

@@ -44,6 +44,8 @@ export interface ExchangeDeps {
   /** Deputy's own public keys, to verify JWT subject tokens. */
   signingKeys: JWTVerifyGetKey;
   policy: ExchangePolicy;
+  /** The policy version in force now: recorded on exchanges refused before the policy decides. */
+  policyVersion: () => string;
 }
 
 /** The token presented as subject_token, whichever format it has. */

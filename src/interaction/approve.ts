@@ -145,6 +145,7 @@ export async function recordDenial(
     resource: request.resources.join(" "),
     scopesAsked: request.scopes,
     taskId: request.task?.id,
-    details: { task: request.task?.description ?? null, channel },
+    taskDescription: request.task?.description,
+    details: { channel },
   });
 }

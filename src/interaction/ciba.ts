@@ -3,7 +3,7 @@
 import type { Redis } from "ioredis";
 import type { Account, BackchannelAuthenticationRequest, Client, KoaContextWithOIDC } from "oidc-provider";
 import { errors } from "oidc-provider";
-import type { AuditLog } from "../audit/audit-log.ts";
+import { type AuditLog, providerRequestContext } from "../audit/audit-log.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { isPlainText } from "../http/plain-text.ts";
 import { taskFromParams } from "./agent-task.ts";
@@ -83,25 +83,19 @@ export function cibaHooks(deps: CibaDeps) {
       const person = await deps.prisma.person.findUnique({ where: { id: account.accountId } });
       const params = request.params as Record<string, unknown> | undefined;
       const task = taskFromParams(params?.authorization_details);
-      await deps.audit.record(
-        {
-          actor: client.clientId,
-          requestId: ctx.response.get("x-request-id") || undefined,
-          clientAddress: ctx.ip,
-        },
-        {
-          type: "ciba",
-          action: "ciba.request",
-          delegatedBy: person?.email,
-          agentChain: [client.clientId],
-          scopesAsked: String(request.scope ?? "")
-            .split(" ")
-            .filter(Boolean),
-          taskId: task?.id,
-          target: request.jti,
-          details: { task: task?.description ?? null, binding_message: params?.binding_message ?? null },
-        },
-      );
+      await deps.audit.record(providerRequestContext(ctx, client.clientId), {
+        type: "ciba",
+        action: "ciba.request",
+        delegatedBy: person?.email,
+        agentChain: [client.clientId],
+        scopesAsked: String(request.scope ?? "")
+          .split(" ")
+          .filter(Boolean),
+        taskId: task?.id,
+        taskDescription: task?.description,
+        target: request.jti,
+        details: { binding_message: params?.binding_message ?? null },
+      });
     },
   };
 }

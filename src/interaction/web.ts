@@ -38,6 +38,7 @@ export interface PeopleUiServices {
       resource: string;
       scopes: string[];
       requestRef?: string;
+      delegation?: { id: string; taskId: string | null; taskDescription: string | null };
     },
   ) => Promise<unknown>;
 }

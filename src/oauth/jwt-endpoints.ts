@@ -38,7 +38,7 @@ const ENDPOINTS: Record<"introspection" | "revocation", Endpoint> = {
   },
   // RFC 7009 §2.2: 200 with an empty body, whether or not there was anything to revoke.
   async revocation(ctx, deps) {
-    await revokeJwt(deps, client(ctx).clientId, token(ctx));
+    await revokeJwt(ctx, deps, client(ctx).clientId, token(ctx));
     ctx.status = 200;
     ctx.body = "";
   },

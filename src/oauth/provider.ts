@@ -90,7 +90,7 @@ export function createProvider({
       revocation: {
         enabled: true,
         // RFC 7009 §2.1: only by the client the token was issued to; it reaches the token's subtree.
-        allowedPolicy: (ctx, client, token) => revokeIssuedToken(ctx.oidc.provider, client.clientId, token),
+        allowedPolicy: (ctx, client, token) => revokeIssuedToken(ctx, client.clientId, token),
       },
       pushedAuthorizationRequests: { enabled: true },
       richAuthorizationRequests: {

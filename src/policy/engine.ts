@@ -391,6 +391,7 @@ export class PolicyEngine {
       scopesAsked: input.actions,
       delegationId: input.delegationId,
       taskId: input.task?.id,
+      taskDescription: input.task?.description ?? undefined,
       policyVersion: String(policy.version),
     };
   }

@@ -21,6 +21,8 @@ export interface PolicyService {
   stepUp: StepUpService;
   engine: PolicyEngine;
   exchangePolicy: ExchangePolicy;
+  /** The version in force now, as audit events record it. */
+  version(): string;
   /**
    * The hook for the CIBA approval handler: call it when a person approves a backchannel request that asked
    * for high-risk scopes, with the person, the requesting agent, the resource and the approved scopes.
@@ -62,6 +64,7 @@ export async function createPolicyService(deps: {
     stepUp,
     engine,
     exchangePolicy: exchangePolicy(engine),
+    version: () => String(store.current().version),
     recordStepUpApproval: (context, input) => stepUp.record(context, input),
     close() {
       store.stop();

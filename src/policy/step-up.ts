@@ -18,6 +18,8 @@ export interface StepUpApprovalInput {
   approvedAt?: Date;
   /** Links the approval to the CIBA request in the audit trail (e.g. its auth_req_id's jti). */
   requestRef?: string;
+  /** The delegation the same approval created, and its task, for the audit trail. */
+  delegation?: { id: string; taskId: string | null; taskDescription: string | null };
 }
 
 export class StepUpService {
@@ -64,6 +66,9 @@ export class StepUpService {
           agentChain: [input.agentClientId],
           resource: input.resource,
           scopesGranted: scopes,
+          delegationId: input.delegation?.id,
+          taskId: input.delegation?.taskId ?? undefined,
+          taskDescription: input.delegation?.taskDescription ?? undefined,
           details: {
             expires_at: approval.expiresAt.toISOString(),
             ...(input.requestRef ? { request: input.requestRef } : {}),

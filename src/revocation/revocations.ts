@@ -4,14 +4,16 @@
 // A revocation has two parts:
 //  1. In the database, in ONE transaction (the caller's, when the revocation is part of a larger change such as
 //     a suspension): delegations → ended/revoked with ended_at and end_reason, every token of their lineage (or
-//     of the subtree) → revoked_at, and one audit event naming the trigger and what was reached. This is the
-//     truth: exchanges and introspection consult it (through the delegation state, cached and invalidated on
-//     every process, and the lineage for JWT subject tokens).
+//     of the subtree) → revoked_at, and the audit events: one per delegation reached (its person, agent and
+//     task), preceded by one summary event with the counts when it reached several — all appended by one
+//     multi-row INSERT. This is the truth: exchanges and introspection consult it (through the delegation
+//     state, cached and invalidated on every process, and the lineage for JWT subject tokens).
 //  2. Outside it, after commit: the delegation caches of every process are invalidated (bus), the opaque tokens
 //     and grants are destroyed in Redis, the task-end jobs that are now pointless are dropped, and a recheck job
 //     is queued to catch tokens minted by exchanges that were already in flight. If Redis fails here, the
 //     cleanup is queued as a retried job; if even that fails, the periodic sweep finds it from the database.
 // Both parts are idempotent: running a revocation again changes nothing and audits nothing, but cleans Redis again.
+import { randomUUID } from "node:crypto";
 import type { AuditContext, AuditEventInput, AuditLog } from "../audit/audit-log.ts";
 import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
@@ -135,7 +137,8 @@ export class RevocationService {
     if ("token" in scope) return this.#revokeSubtree(tx, scope.token, { ...cause, outcome }, context, now);
     const ids = await resolveDelegations(tx, scope);
     const changed: string[] = [];
-    let tokens = 0;
+    /** Tokens this revocation marked revoked, per delegation. */
+    const revokedTokens = new Map<string, number>();
     const grantIds: string[] = [];
     for (let i = 0; i < ids.length; i += ID_CHUNK) {
       const chunk = ids.slice(i, i + ID_CHUNK);
@@ -145,11 +148,7 @@ export class RevocationService {
         select: { id: true },
       });
       changed.push(...updated.map((row) => row.id));
-      const revoked = await tx.issuedToken.updateMany({
-        where: { delegationId: { in: chunk }, revokedAt: null },
-        data: { revokedAt: now },
-      });
-      tokens += revoked.count;
+      for (const row of await revokeLineage(tx, chunk, now)) revokedTokens.set(row.id, row.tokens);
       const live = await tx.issuedToken.findMany({
         where: { delegationId: { in: chunk }, expiresAt: { gt: now }, grantId: { not: null } },
         select: { grantId: true },
@@ -165,19 +164,14 @@ export class RevocationService {
       trigger: cause.trigger,
       outcome,
       delegations: changed.length,
-      tokens,
+      tokens: [...revokedTokens.values()].reduce((sum, count) => sum + count, 0),
       delegation_ids: changed,
     };
-    if (changed.length || tokens) {
-      const [only] = ids;
-      await this.#audit(
-        tx,
-        context,
-        cause,
-        summary,
-        ids.length === 1 && only ? { delegationId: only } : undefined,
-      );
-    }
+    const changedNow = new Set(changed);
+    const reached = ids.filter((id) => changedNow.has(id) || revokedTokens.has(id));
+    const [first] = reached;
+    if (reached.length > 1) await this.#auditEach(tx, context, cause, summary, reached, revokedTokens);
+    else if (first) await this.#audit(tx, context, cause, summary, { delegationId: first });
     return { cause, summary, delegationIds: ids, grantIds: [...new Set(grantIds)], tokenRoots: [] };
   }
 
@@ -285,6 +279,7 @@ export class RevocationService {
     };
   }
 
+  /** One event for a revocation that reached one delegation (or a subtree of its tokens). */
   async #audit(
     tx: Tx,
     context: AuditContext,
@@ -292,24 +287,10 @@ export class RevocationService {
     summary: RevocationSummary,
     about?: { delegationId: string; subtree?: { clientId: string; depth: number } },
   ): Promise<void> {
-    const only = about?.delegationId;
-    const delegation = only
-      ? await tx.delegation.findUnique({
-          where: { id: only },
-          include: { person: { select: { email: true } }, agent: { select: { clientId: true } } },
-        })
-      : null;
+    const [delegation] = about ? await delegationFacts(tx, [about.delegationId]) : [];
     const event: AuditEventInput = {
-      type: "revocation",
-      action: `revocation.${cause.trigger}`,
-      decision: "allow",
-      reason: cause.reason,
-      target: cause.target,
-      delegationId: delegation?.id,
-      taskId: delegation?.taskId ?? undefined,
-      delegatedBy: delegation?.person.email,
-      agentChain: delegation ? [delegation.agent.clientId] : undefined,
-      resource: delegation?.resources.join(" "),
+      ...revocationEvent(cause),
+      ...(delegation ? aboutDelegation(delegation) : {}),
       details: {
         trigger: cause.trigger,
         outcome: summary.outcome,
@@ -324,6 +305,95 @@ export class RevocationService {
     };
     await this.#deps.audit.record(context, event, tx);
   }
+
+  /**
+   * A revocation that reached several delegations: a summary event with the counts, then one event per
+   * delegation (its person, agent and task, and the tokens revoked in its lineage), so that filtering the trail
+   * by person or delegation finds it. All share `details.revocation_id`; they are appended together.
+   */
+  async #auditEach(
+    tx: Tx,
+    context: AuditContext,
+    cause: RevocationCause,
+    summary: RevocationSummary,
+    reached: string[],
+    revokedTokens: Map<string, number>,
+  ): Promise<void> {
+    const common = {
+      revocation_id: randomUUID(),
+      trigger: cause.trigger,
+      outcome: summary.outcome,
+      ...(cause.recheck ? { recheck: true } : {}),
+    };
+    const facts = new Map((await delegationFacts(tx, reached)).map((row) => [row.id, row]));
+    const events: AuditEventInput[] = [
+      {
+        ...revocationEvent(cause),
+        details: { ...common, delegations: summary.delegations, tokens: summary.tokens },
+      },
+      ...reached.flatMap((id) => {
+        const delegation = facts.get(id);
+        if (!delegation) return [];
+        const details = { ...common, tokens: revokedTokens.get(id) ?? 0 };
+        return [{ ...revocationEvent(cause), ...aboutDelegation(delegation), details }];
+      }),
+    ];
+    await this.#deps.audit.recordAll(context, events, tx);
+  }
+}
+
+/** What every revocation event says: the trigger, the reason and what it was aimed at. */
+function revocationEvent(cause: RevocationCause) {
+  return {
+    type: "revocation",
+    action: `revocation.${cause.trigger}`,
+    decision: "allow",
+    reason: cause.reason,
+    target: cause.target,
+  } satisfies AuditEventInput;
+}
+
+type DelegationFacts = Awaited<ReturnType<typeof delegationFacts>>[number];
+
+/** The delegations' person, agent and task, for their audit events (read in chunks of ID_CHUNK). */
+async function delegationFacts(tx: Tx, ids: string[]) {
+  const select = {
+    id: true,
+    taskId: true,
+    taskDescription: true,
+    resources: true,
+    person: { select: { email: true } },
+    agent: { select: { clientId: true } },
+  } as const;
+  const rows = [];
+  for (let i = 0; i < ids.length; i += ID_CHUNK) {
+    rows.push(
+      ...(await tx.delegation.findMany({ where: { id: { in: ids.slice(i, i + ID_CHUNK) } }, select })),
+    );
+  }
+  return rows;
+}
+
+function aboutDelegation(delegation: DelegationFacts): Partial<AuditEventInput> {
+  return {
+    delegationId: delegation.id,
+    taskId: delegation.taskId ?? undefined,
+    taskDescription: delegation.taskDescription ?? undefined,
+    delegatedBy: delegation.person.email,
+    agentChain: [delegation.agent.clientId],
+    resource: delegation.resources.join(" "),
+  };
+}
+
+/** Marks every token of these delegations' lineage revoked; how many each delegation had left. */
+function revokeLineage(tx: Tx, ids: string[], now: Date) {
+  return tx.$queryRaw<{ id: string; tokens: number }[]>`
+    WITH revoked AS (
+      UPDATE issued_tokens SET revoked_at = ${now}
+      WHERE delegation_id = ANY (${ids}::uuid[]) AND revoked_at IS NULL
+      RETURNING delegation_id
+    )
+    SELECT delegation_id::text AS id, count(*)::int AS tokens FROM revoked GROUP BY delegation_id`;
 }
 
 /** The ids of the delegations a scope reaches (all of them for explicit ids; the active ones otherwise). */

@@ -6,7 +6,8 @@
 // Tokens Deputy has no lineage for (admin client-credentials tokens) are left to oidc-provider alone.
 // RFC 9068 JWTs, which oidc-provider does not store, get the same check and cascade through `revokeJwt`.
 import type Provider from "oidc-provider";
-import { errors } from "oidc-provider";
+import { errors, type KoaContextWithOIDC } from "oidc-provider";
+import { providerRequestContext } from "../audit/audit-log.ts";
 import { type JwtAccessTokenDeps, verifyJwtAccessToken } from "../delegation/jwt-access-token.ts";
 import { tokenRef } from "../delegation/token-ref.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
@@ -32,29 +33,30 @@ interface RevokedToken {
 
 /** RFC 7009 §2.1: only the client the token was issued to may revoke it; others are refused (§2.2.1). */
 export async function revokeIssuedToken(
-  provider: Provider,
+  ctx: KoaContextWithOIDC,
   clientId: string,
   token: RevokedToken,
 ): Promise<true> {
   if (token.clientId !== clientId)
     throw new errors.UnauthorizedClient("this token was not issued to the client asking to revoke it");
   // Revoking reaches the token's whole subtree (a subject token: its delegation), before the answer.
-  return cascadeRevocation(provider, token);
+  return cascadeRevocation(ctx, token);
 }
 
 /** A JWT Deputy issued and has not revoked; any other token is no error and changes nothing (RFC 7009 §2.2). */
 export async function revokeJwt(
+  ctx: KoaContextWithOIDC,
   deps: JwtAccessTokenDeps & { provider: Provider },
   clientId: string,
   value: string,
 ): Promise<void> {
   const token = await verifyJwtAccessToken(deps, value);
-  if (token) await revokeIssuedToken(deps.provider, clientId, { jti: token.jti, clientId: token.client_id });
+  if (token) await revokeIssuedToken(ctx, clientId, { jti: token.jti, clientId: token.client_id });
 }
 
 /** Resolves true once the cascade is done. */
-async function cascadeRevocation(provider: Provider, token: RevokedToken): Promise<true> {
-  const cascade = cascades.get(provider);
+async function cascadeRevocation(ctx: KoaContextWithOIDC, token: RevokedToken): Promise<true> {
+  const cascade = cascades.get(ctx.oidc.provider);
   if (!cascade) return true;
   const ref = tokenRef(token.jti);
   const lineage = await cascade.prisma.issuedToken.findUnique({
@@ -62,7 +64,7 @@ async function cascadeRevocation(provider: Provider, token: RevokedToken): Promi
     select: { delegationId: true, parentJti: true, clientId: true },
   });
   if (!lineage) return true;
-  const context = { actor: lineage.clientId };
+  const context = providerRequestContext(ctx, lineage.clientId);
   if (lineage.parentJti === null) {
     await cascade.revocations.revoke(
       { delegations: [lineage.delegationId] },

@@ -116,6 +116,19 @@ export async function exchange(
   );
 }
 
+/** An AuthZEN request (`/access/v1/evaluation`, or `evaluations`) as `resource`, the resource server. */
+export async function evaluate(server: TestServer, resource: Resource, body: unknown, path = "evaluation") {
+  const response = await fetch(`${server.url}/access/v1/${path}`, {
+    method: "POST",
+    headers: {
+      authorization: basicAuth(resource.client_id, resource.client_secret),
+      "content-type": "application/json",
+    },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: (await response.json()) as any };
+}
+
 export async function introspect(server: TestServer, resource: Resource, token: string) {
   const { body } = await postForm(
     `${server.url}/token/introspection`,

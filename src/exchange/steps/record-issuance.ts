@@ -18,7 +18,7 @@ export async function recordIssuance(state: ExchangeState): Promise<void> {
       {
         ...describeExchange(state),
         decision: "allow",
-        details: { task: delegation.taskDescription, token_ref: tokenRef(issued.jti) },
+        details: { token_ref: tokenRef(issued.jti) },
       },
       {
         issuedTokens: [

@@ -129,6 +129,7 @@ export function approvalsRoutes(deps: WebDeps): Router {
             resource,
             scopes,
             requestRef: request.jti,
+            delegation: approval.delegation,
           });
         }
       } else {
