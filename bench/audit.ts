@@ -530,7 +530,7 @@ async function writerBench(kind: "pglite" | "postgresql"): Promise<WriterResult>
   let exported = 0;
   for await (const chunk of exportChunks(
     (async function* () {
-      for await (const view of iterateEvents(db.prisma, {})) {
+      for await (const view of iterateEvents({ prisma: db.prisma, archiveDir: tempDir() }, {})) {
         exported++;
         if (exported % 5000 === 0 && gc) {
           gc();

@@ -2,12 +2,19 @@
 // auditor's question — "customer data accessed by agents on behalf of Sarah in a period" — in one command,
 // counts, exports to a file that verifies on its own, verification, holds and archiving, and clear errors.
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AUDIT_FIELDS } from "../src/audit/audit-event.ts";
-import { createAgent, createPerson, createResource, delegate, exchange } from "./helpers/scenario.ts";
+import {
+  type Agent,
+  createAgent,
+  createPerson,
+  createResource,
+  delegate,
+  exchange,
+} from "./helpers/scenario.ts";
 import { ADMIN_SECRET, startServer, type TestServer } from "./helpers/server.ts";
 
 const REPO = path.resolve(import.meta.dirname, "..");
@@ -16,6 +23,9 @@ let server: TestServer;
 let scratch: string;
 let sarah: { id: string; email: string };
 let agentId: string;
+let crm: Agent;
+let customersUri: string;
+let sarahToken: string;
 
 beforeAll(async () => {
   server = await startServer("pglite");
@@ -28,6 +38,8 @@ beforeAll(async () => {
     { resource: mail.uri, scopes: ["mail.read"] },
   ]);
   agentId = agent.client_id;
+  crm = agent;
+  customersUri = customers.uri;
   const { subjectToken } = await delegate(server, {
     personId: sarah.id,
     personEmail: sarah.email,
@@ -39,6 +51,7 @@ beforeAll(async () => {
     const done = await exchange(server, agent, { subject_token: subjectToken, resource });
     expect(done.status).toBe(200);
   }
+  sarahToken = subjectToken;
 });
 afterAll(async () => {
   await server?.close();
@@ -86,23 +99,25 @@ async function ok(args: string[]): Promise<string> {
 
 const today = () => new Date().toISOString().slice(0, 10);
 const yesterday = () => new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
+/** "Customer data accessed by agents on behalf of Sarah since yesterday", as one command. */
+const sarahsQuestion = () => [
+  "audit",
+  "query",
+  "--delegated-by",
+  "sarah@example.com",
+  "--resource",
+  "customers*",
+  "--action",
+  "token.exchange",
+  "--from",
+  yesterday(),
+  "--to",
+  today(),
+];
 
 describe("deputy audit", () => {
   it("answers 'customer data accessed by agents on behalf of Sarah in a period' in one command", async () => {
-    const out = await ok([
-      "audit",
-      "query",
-      "--delegated-by",
-      "sarah@example.com",
-      "--resource",
-      "customers*",
-      "--action",
-      "token.exchange",
-      "--from",
-      yesterday(),
-      "--to",
-      today(),
-    ]);
+    const out = await ok(sarahsQuestion());
     const lines = out.trimEnd().split("\n");
     expect(lines.at(-1)).toBe("2 events");
     for (const line of lines.slice(0, -1)) {
@@ -196,5 +211,41 @@ describe("deputy audit", () => {
     const order = await deputy(["audit", "query", "--order", "sideways"]);
     expect(order.code).not.toBe(0);
     expect(order.stderr).toMatch(/^deputy: option '--order <order>' argument 'sideways' is invalid/);
+  });
+
+  it("answers the same one command once the period is archived, and refuses a missing archive", async () => {
+    const question = sarahsQuestion();
+    const before = (await ok(question)).trimEnd().split("\n");
+    expect(before.at(-1)).toBe("2 events");
+    const run = await server.deputy.auditTrail.archive(undefined, {
+      now: new Date(Date.now() + 91 * 86_400_000),
+    });
+    expect(run.archived_events).toBeGreaterThan(0);
+    expect((await exchange(server, crm, { subject_token: sarahToken, resource: customersUri })).status).toBe(
+      200,
+    );
+
+    const after = (await ok(question)).trimEnd().split("\n");
+    expect(after.at(-1)).toBe("3 events");
+    expect(after.slice(0, 2)).toEqual(before.slice(0, 2));
+    const stats = await ok([...question, "--stats-by", "agent,action,resource"]);
+    expect(stats).toMatch(
+      new RegExp(`${agentId}\\s+token\\.exchange\\s+https://customers\\.example\\.com\\s+3\\n`),
+    );
+    expect(stats).toMatch(/total: 3 events\n$/);
+
+    const [archive] = run.archives;
+    const file = path.join(server.deputy.auditTrail.settings.archiveDir, archive?.file ?? "");
+    renameSync(file, `${file}.away`);
+    try {
+      const refused = await deputy(question);
+      expect(refused.code).toBe(1);
+      expect(refused.stdout).toBe("");
+      expect(refused.stderr).toMatch(
+        new RegExp(`^deputy: archive_integrity: audit archive ${archive?.file} .*is missing from `),
+      );
+    } finally {
+      renameSync(`${file}.away`, file);
+    }
   });
 });

@@ -1,41 +1,33 @@
 // Reading the audit trail: filters (validated, each with a message that says what to send instead), keyset
-// pages with an opaque cursor on seq, streaming iteration for exports, and counts grouped by dimensions.
-import type { PrismaClient } from "../generated/prisma/client.ts";
+// pages with an opaque cursor on seq, streaming iteration for exports, and counts grouped by dimensions — over
+// the archive files and the database alike, as one trail in seq order.
+import type { AuditArchive, Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError, invalidRequest } from "../http/api-error.ts";
 import { isPlainText } from "../http/plain-text.ts";
+import { archivedEvents } from "./audit-archive-read.ts";
 import { type AuditEventRow, type AuditEventView, eventView } from "./audit-event.ts";
-import { AUDIT_TYPES } from "./audit-log.ts";
+import { type AuditFilter, type CompiledFilter, compileFilter } from "./audit-filter.ts";
+import { AUDIT_TYPES, TRANSACTION_OPTIONS } from "./audit-log.ts";
 
-export interface AuditFilter {
-  /** Email of the person on whose behalf agents acted. */
-  delegatedBy?: string;
-  /** Client id of an agent anywhere in the chain. */
-  agent?: string;
-  /** Resource URI; `*` matches any run of characters; without a scheme it also matches after `scheme://`. */
-  resource?: string;
-  /** Action; `*` wildcards allowed (e.g. `token.*`). */
-  action?: string;
-  decision?: "allow" | "deny";
-  types?: string[];
-  from?: Date;
-  /** Exclusive upper bound. */
-  before?: Date;
-}
-
+/** Each dimension as SQL over audit_events and as the same value of an archived event. */
 export const STAT_DIMENSIONS = {
-  agent: "agent_chain[1]",
-  action: "action",
-  resource: "resource",
-  type: "type",
-  decision: "decision",
-  delegated_by: "delegated_by",
-  actor: "actor",
+  agent: { sql: "agent_chain[1]", of: (e: AuditEventView) => e.agent_chain[0] ?? null },
+  action: { sql: "action", of: (e: AuditEventView) => e.action },
+  resource: { sql: "resource", of: (e: AuditEventView) => e.resource },
+  type: { sql: "type", of: (e: AuditEventView) => e.type },
+  decision: { sql: "decision", of: (e: AuditEventView) => e.decision },
+  delegated_by: { sql: "delegated_by", of: (e: AuditEventView) => e.delegated_by },
+  actor: { sql: "actor", of: (e: AuditEventView) => e.actor },
 } as const;
 export type StatDimension = keyof typeof STAT_DIMENSIONS;
 
 const FILTER_PARAMETERS = ["delegated_by", "agent", "resource", "action", "decision", "type", "from", "to"];
 export const MAX_PAGE = 1000;
 const MAX_GROUPS = 1000;
+/** Groups counted at once (the largest MAX_GROUPS are answered): bounds the memory of a count over archives. */
+const MAX_COUNTED_GROUPS = 50_000;
+/** Database rows read at a time. */
+const BATCH = 1000;
 
 type Query = Record<string, string | string[] | undefined>;
 
@@ -184,57 +176,142 @@ export function decodeCursor(cursor: string, order: "asc" | "desc"): bigint {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// SQL
+// Archives and database: seq numbers both (archives hold a prefix of the chain), so a cursor's seq is a position
+// in either, and a page may run from the last archive into the database.
+
+/** Where events live: the database, and the archive files (DEPUTY_AUDIT_ARCHIVE_DIR). */
+export interface AuditSource {
+  prisma: PrismaClient;
+  archiveDir: string;
+}
+
+type Reader = Pick<PrismaClient, "$queryRawUnsafe" | "auditArchive">;
+type Order = "asc" | "desc";
 
 const COLUMNS = `seq, id, time, type, action, decision, reason, actor, target, delegated_by AS "delegatedBy",
   agent_chain AS "agentChain", resource, scopes_asked AS "scopesAsked", scopes_granted AS "scopesGranted",
   delegation_id AS "delegationId", task_id AS "taskId", task_description AS "taskDescription",
-  request_id AS "requestId",
-  client_address AS "clientAddress", before, after, details, policy_version AS "policyVersion",
-  agent_claim AS "agentClaim", prev_hash AS "prevHash", hash`;
+  request_id AS "requestId", client_address AS "clientAddress", before, after, details,
+  policy_version AS "policyVersion", agent_claim AS "agentClaim", prev_hash AS "prevHash", hash`;
 
-/** `*` becomes `%`; LIKE's own wildcards and escape are taken literally. */
-function likePattern(glob: string): string {
-  return glob.replace(/[\\%_]/g, (c) => `\\${c}`).replace(/\*/g, "%");
+/**
+ * The archives a read needs, and the read, from one snapshot: an archiver run records its archive and removes
+ * the archive's events in one transaction, so every event is seen in exactly one of the two.
+ */
+async function snapshot<T>(
+  prisma: PrismaClient,
+  archives: Prisma.AuditArchiveWhereInput,
+  order: Order,
+  read: (tx: Reader) => Promise<T>,
+) {
+  return prisma.$transaction(
+    async (tx) => ({
+      archives: await tx.auditArchive.findMany({ where: archives, orderBy: { fromSeq: order } }),
+      result: await read(tx),
+    }),
+    { ...TRANSACTION_OPTIONS, isolationLevel: "RepeatableRead" },
+  );
 }
 
-class Conditions {
-  readonly parts: string[] = [];
-  readonly params: unknown[] = [];
-
-  param(value: unknown): string {
-    this.params.push(value);
-    return `$${this.params.length}`;
+/** Archives that may hold matches beyond `position`: their time span overlaps the filter's. */
+function archivesBeyond(filter: AuditFilter, order: Order, position?: bigint): Prisma.AuditArchiveWhereInput {
+  const where: Prisma.AuditArchiveWhereInput = {};
+  if (filter.before) where.fromTime = { lt: filter.before };
+  if (filter.from) where.toTime = { gte: filter.from };
+  if (position !== undefined) {
+    if (order === "asc") where.toSeq = { gt: position };
+    else where.fromSeq = { lt: position };
   }
+  return where;
+}
 
-  add(sql: string): void {
-    this.parts.push(sql);
-  }
+async function readRows(
+  db: Reader,
+  filter: CompiledFilter,
+  order: Order,
+  after: bigint | undefined,
+  limit: number,
+): Promise<AuditEventRow[]> {
+  const c = filter.conditions();
+  if (after !== undefined) c.add(`seq ${order === "asc" ? ">" : "<"} ${c.param(after.toString())}::bigint`);
+  const sql = `SELECT ${COLUMNS} FROM audit_events ${c.where} ORDER BY seq ${order} LIMIT ${c.param(limit)}::int`;
+  return db.$queryRawUnsafe<AuditEventRow[]>(sql, ...c.params);
+}
 
-  get where(): string {
-    return this.parts.length ? `WHERE ${this.parts.join(" AND ")}` : "";
+/** Archived matches after `after`, oldest first. */
+async function* oldestArchived(
+  dir: string,
+  archives: AuditArchive[],
+  filter: CompiledFilter,
+  after?: bigint,
+): AsyncGenerator<AuditEventView> {
+  for (const archive of archives)
+    for await (const event of archivedEvents(dir, archive))
+      if ((after === undefined || event.seq > after) && filter.matches(event)) yield event;
+}
+
+/** The newest `want` archived matches before `before`, newest first (a file is read forwards: keep its last). */
+async function* newestArchived(
+  dir: string,
+  archives: AuditArchive[],
+  filter: CompiledFilter,
+  before: bigint | undefined,
+  want: number,
+): AsyncGenerator<AuditEventView> {
+  for (const archive of archives) {
+    if (want <= 0) return;
+    const last: AuditEventView[] = [];
+    for await (const event of archivedEvents(dir, archive)) {
+      if ((before !== undefined && event.seq >= before) || !filter.matches(event)) continue;
+      last.push(event);
+      if (last.length > want) last.shift();
+    }
+    want -= last.length;
+    yield* last.reverse();
   }
 }
 
-function conditions(filter: AuditFilter): Conditions {
-  const c = new Conditions();
-  if (filter.delegatedBy) c.add(`delegated_by = ${c.param(filter.delegatedBy)}`);
-  if (filter.agent) c.add(`${c.param(filter.agent)} = ANY(agent_chain)`);
-  if (filter.resource) {
-    const pattern = c.param(likePattern(filter.resource));
-    // Several resources are recorded space-separated (a delegation's); any one of them may match.
-    c.add(
-      `EXISTS (SELECT 1 FROM unnest(string_to_array(resource, ' ')) AS r(uri)
-        WHERE r.uri ILIKE ${pattern} ESCAPE '\\'
-           OR regexp_replace(r.uri, '^[A-Za-z][A-Za-z0-9+.-]*://', '') ILIKE ${pattern} ESCAPE '\\')`,
+/**
+ * Up to `max` matching events beyond `after`, in seq order: oldest first the archived ones and then the
+ * database's, newest first the other way round. Archive files are streamed; rows are read a batch at a time.
+ */
+async function* searchEvents(
+  source: AuditSource,
+  filter: AuditFilter,
+  order: Order,
+  after: bigint | undefined,
+  max: number,
+): AsyncGenerator<AuditEventView> {
+  const compiled = compileFilter(filter);
+  let position = after;
+  let left = max;
+  for (;;) {
+    const batch = Math.min(BATCH, left);
+    const from = position;
+    const { archives, result: rows } = await snapshot(
+      source.prisma,
+      archivesBeyond(filter, order, from),
+      order,
+      (tx) => readRows(tx, compiled, order, from, batch),
     );
+    const database = rows.map(eventView);
+    const parts =
+      order === "asc"
+        ? [oldestArchived(source.archiveDir, archives, compiled, from), database]
+        : [
+            database,
+            rows.length < batch
+              ? newestArchived(source.archiveDir, archives, compiled, from, left - rows.length)
+              : [],
+          ];
+    for (const part of parts)
+      for await (const event of part) {
+        yield event;
+        position = BigInt(event.seq);
+        if (--left === 0) return;
+      }
+    if (rows.length < batch) return;
   }
-  if (filter.action) c.add(`action LIKE ${c.param(likePattern(filter.action))} ESCAPE '\\'`);
-  if (filter.decision) c.add(`decision = ${c.param(filter.decision)}`);
-  if (filter.types?.length) c.add(`type IN (${filter.types.map((t) => c.param(t)).join(", ")})`);
-  if (filter.from) c.add(`time >= ${c.param(filter.from.toISOString())}::timestamptz`);
-  if (filter.before) c.add(`time < ${c.param(filter.before.toISOString())}::timestamptz`);
-  return c;
 }
 
 export interface AuditPage {
@@ -243,46 +320,24 @@ export interface AuditPage {
 }
 
 export async function queryPage(
-  prisma: PrismaClient,
+  source: AuditSource,
   filter: AuditFilter,
-  options: { limit: number; order: "asc" | "desc"; after?: bigint },
+  options: { limit: number; order: Order; after?: bigint },
 ): Promise<AuditPage> {
-  const rows = await readRows(prisma, filter, options.order, options.after, options.limit + 1);
-  const more = rows.length > options.limit;
-  const page = rows.slice(0, options.limit);
+  const events: AuditEventView[] = [];
+  for await (const event of searchEvents(source, filter, options.order, options.after, options.limit + 1))
+    events.push(event);
+  const page = events.slice(0, options.limit);
   const last = page.at(-1);
   return {
-    events: page.map(eventView),
-    next_cursor: more && last ? encodeCursor(last.seq, options.order) : null,
+    events: page,
+    next_cursor: events.length > options.limit && last ? encodeCursor(BigInt(last.seq), options.order) : null,
   };
 }
 
-async function readRows(
-  prisma: PrismaClient,
-  filter: AuditFilter,
-  order: "asc" | "desc",
-  after: bigint | undefined,
-  limit: number,
-): Promise<AuditEventRow[]> {
-  const c = conditions(filter);
-  if (after !== undefined) c.add(`seq ${order === "asc" ? ">" : "<"} ${c.param(after.toString())}::bigint`);
-  const sql = `SELECT ${COLUMNS} FROM audit_events ${c.where} ORDER BY seq ${order} LIMIT ${c.param(limit)}::int`;
-  return prisma.$queryRawUnsafe<AuditEventRow[]>(sql, ...c.params);
-}
-
-/** Every matching event, oldest first, read a page at a time (memory stays flat however many there are). */
-export async function* iterateEvents(
-  prisma: PrismaClient,
-  filter: AuditFilter,
-  pageSize = 1000,
-): AsyncGenerator<AuditEventView> {
-  let after: bigint | undefined;
-  for (;;) {
-    const rows = await readRows(prisma, filter, "asc", after, pageSize);
-    for (const row of rows) yield eventView(row);
-    if (rows.length < pageSize) return;
-    after = rows.at(-1)?.seq;
-  }
+/** Every matching event, oldest first, streamed (memory stays flat however many there are). */
+export function iterateEvents(source: AuditSource, filter: AuditFilter): AsyncGenerator<AuditEventView> {
+  return searchEvents(source, filter, "asc", undefined, Number.POSITIVE_INFINITY);
 }
 
 export interface AuditStats {
@@ -293,45 +348,76 @@ export interface AuditStats {
   truncated: boolean;
 }
 
+type GroupValues = (string | null)[];
+
 export async function queryStats(
-  prisma: PrismaClient,
+  source: AuditSource,
   filter: AuditFilter,
   dimensions: StatDimension[],
 ): Promise<AuditStats> {
-  const c = conditions(filter);
-  const select = dimensions.map((d) => `${STAT_DIMENSIONS[d]} AS "${d}"`).join(", ");
-  const group = dimensions.map((d) => STAT_DIMENSIONS[d]).join(", ");
-  const sql = `SELECT ${select}, count(*)::text AS count, (sum(count(*)) OVER ())::text AS total,
-      (count(*) OVER ())::int AS groups
-    FROM audit_events ${c.where} GROUP BY ${group} ORDER BY count(*) DESC, ${group} LIMIT ${MAX_GROUPS}`;
-  const rows = await prisma.$queryRawUnsafe<Record<string, string | null>[]>(sql, ...c.params);
+  const compiled = compileFilter(filter);
+  const { archives, result: rows } = await snapshot(
+    source.prisma,
+    archivesBeyond(filter, "asc"),
+    "asc",
+    (tx) => countRows(tx, compiled, dimensions),
+  );
+  const counts = new Map<string, number>();
+  for (const row of rows)
+    countGroup(
+      counts,
+      dimensions.map((d) => row[d] ?? null),
+      Number(row.count),
+    );
+  for await (const event of oldestArchived(source.archiveDir, archives, compiled))
+    countGroup(
+      counts,
+      dimensions.map((d) => STAT_DIMENSIONS[d].of(event)),
+      1,
+    );
+  return statsOf(counts, dimensions);
+}
+
+async function countRows(db: Reader, filter: CompiledFilter, dimensions: StatDimension[]) {
+  const c = filter.conditions();
+  const select = dimensions.map((d) => `${STAT_DIMENSIONS[d].sql} AS "${d}"`).join(", ");
+  const group = dimensions.map((d) => STAT_DIMENSIONS[d].sql).join(", ");
+  const sql = `SELECT ${select}, count(*)::text AS count FROM audit_events ${c.where} GROUP BY ${group}
+    LIMIT ${MAX_COUNTED_GROUPS + 1}`;
+  return db.$queryRawUnsafe<Record<string, string | null>[]>(sql, ...c.params);
+}
+
+function countGroup(counts: Map<string, number>, values: GroupValues, count: number): void {
+  const key = JSON.stringify(values);
+  counts.set(key, (counts.get(key) ?? 0) + count);
+  if (counts.size > MAX_COUNTED_GROUPS)
+    throw invalidRequest(
+      `stats_by: more than ${MAX_COUNTED_GROUPS} groups; count by fewer dimensions or narrow the filters`,
+    );
+}
+
+/** The largest groups first (ties in the order of their values, empty last). */
+function statsOf(counts: Map<string, number>, dimensions: StatDimension[]): AuditStats {
+  const groups = [...counts].map(([key, count]) => ({ values: JSON.parse(key) as GroupValues, count }));
+  groups.sort((a, b) => b.count - a.count || compareValues(a.values, b.values));
   return {
     stats_by: dimensions,
-    total: Number(rows[0]?.total ?? 0),
-    groups: rows.map((row) => {
-      const group: Record<string, string | number | null> = {};
-      for (const d of dimensions) group[d] = row[d] ?? null;
-      group.count = Number(row.count);
-      return group;
-    }),
-    truncated: Number(rows[0]?.groups ?? 0) > MAX_GROUPS,
+    total: groups.reduce((sum, group) => sum + group.count, 0),
+    groups: groups.slice(0, MAX_GROUPS).map(({ values, count }) => ({
+      ...Object.fromEntries(dimensions.map((d, i) => [d, values[i] ?? null])),
+      count,
+    })),
+    truncated: groups.length > MAX_GROUPS,
   };
 }
 
-/** Archives whose time span overlaps the filter's: their events are in files, not in query results. */
-export async function archivesOverlapping(prisma: PrismaClient, filter: AuditFilter) {
-  const archives = await prisma.auditArchive.findMany({
-    where: {
-      ...(filter.before ? { fromTime: { lt: filter.before } } : {}),
-      ...(filter.from ? { toTime: { gte: filter.from } } : {}),
-    },
-    orderBy: { fromSeq: "asc" },
-  });
-  return archives.map((archive) => ({
-    id: archive.id,
-    file: archive.file,
-    from_time: archive.fromTime.toISOString(),
-    to_time: archive.toTime.toISOString(),
-    event_count: archive.eventCount,
-  }));
+function compareValues(a: GroupValues, b: GroupValues): number {
+  for (let i = 0; i < a.length; i++) {
+    const [x, y] = [a[i] ?? null, b[i] ?? null];
+    if (x === y) continue;
+    if (x === null) return 1;
+    if (y === null) return -1;
+    return x < y ? -1 : 1;
+  }
+  return 0;
 }

@@ -1,12 +1,12 @@
 // The audit trail's read side and upkeep, as the admin API and the scheduled retention job use it.
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { type ArchiveResult, archiveAuditEvents, archiveView } from "./audit-archive.ts";
+import type { AuditFilter } from "./audit-filter.ts";
 import type { AuditContext, AuditLog } from "./audit-log.ts";
 import {
-  type AuditFilter,
   type AuditPage,
+  type AuditSource,
   type AuditStats,
-  archivesOverlapping,
   iterateEvents,
   queryPage,
   queryStats,
@@ -39,19 +39,20 @@ export class AuditTrail {
     filter: AuditFilter,
     options: { limit: number; order: "asc" | "desc"; after?: bigint },
   ): Promise<AuditPage> {
-    return queryPage(this.#prisma, filter, options);
+    return queryPage(this.#source, filter, options);
   }
 
   stats(filter: AuditFilter, dimensions: StatDimension[]): Promise<AuditStats> {
-    return queryStats(this.#prisma, filter, dimensions);
+    return queryStats(this.#source, filter, dimensions);
   }
 
   events(filter: AuditFilter) {
-    return iterateEvents(this.#prisma, filter);
+    return iterateEvents(this.#source, filter);
   }
 
-  archivesOverlapping(filter: AuditFilter) {
-    return archivesOverlapping(this.#prisma, filter);
+  /** Queries read the archive files as well as the database. */
+  get #source(): AuditSource {
+    return { prisma: this.#prisma, archiveDir: this.settings.archiveDir };
   }
 
   async archives() {

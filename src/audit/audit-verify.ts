@@ -1,12 +1,8 @@
 // `deputy audit verify`: walks the whole trail — every archive file in order, then the events in the database —
 // recomputing each event's hash and checking that it links to the one before. The first event that does not
 // check out is named (seq and id, and where it is), with what is wrong with it.
-import { createReadStream, existsSync } from "node:fs";
-import path from "node:path";
-import { createInterface } from "node:readline";
-import { createGunzip } from "node:zlib";
-import type { PrismaClient } from "../generated/prisma/client.ts";
-import { fileSha256 } from "./audit-archive.ts";
+import type { AuditArchive, PrismaClient } from "../generated/prisma/client.ts";
+import { archiveFileProblem, archiveLines } from "./audit-archive-read.ts";
 import { eventHash, eventView } from "./audit-event.ts";
 
 export interface BadEvent {
@@ -118,13 +114,11 @@ export async function verifyAuditTrail(prisma: PrismaClient, options: VerifyOpti
       };
       if ((archive.firstPrevHash ?? null) !== checker.expectedPrev)
         bad(`the archive does not continue the chain from the one before it (first_prev_hash differs)`);
-      const file = path.resolve(options.archiveDir, archive.file);
-      if (!existsSync(file)) bad(`the archive file is missing from ${options.archiveDir}`);
-      if ((await fileSha256(file)) !== archive.fileSha256)
-        bad("the archive file was altered: its sha-256 is not the one recorded when it was written");
+      const problem = await archiveFileProblem(options.archiveDir, archive);
+      if (problem) bad(`the archive file ${problem}`);
       let count = 0;
       try {
-        for await (const event of readArchive(file, location)) {
+        for await (const event of readArchive(options.archiveDir, archive, location)) {
           if (event.seq < Number(archive.fromSeq) || event.seq > Number(archive.toSeq))
             throw new Failure({
               seq: event.seq,
@@ -223,10 +217,9 @@ function parseLine(line: string, location: string): Linkable & Record<string, un
   return record as Linkable & Record<string, unknown>;
 }
 
-async function* readArchive(file: string, location: string) {
-  const lines = createInterface({ input: createReadStream(file).pipe(createGunzip()), crlfDelay: Infinity });
+async function* readArchive(dir: string, archive: AuditArchive, location: string) {
   let lineNumber = 0;
-  for await (const line of lines) {
+  for await (const line of archiveLines(dir, archive)) {
     lineNumber++;
     if (line.trim()) yield parseLine(line, `${location} line ${lineNumber}`);
   }

@@ -31,23 +31,16 @@ export function auditRoutes(router: Router, { auditTrail }: AdminDeps): void {
   router.get("/audit", async (ctx) => {
     const values = singleValues(ctx.query, ["limit", "cursor", "order", "stats_by"]);
     const filter = parseFilter(values);
-    const archives = await auditTrail.archivesOverlapping(filter);
     if (values.stats_by !== undefined) {
       const paging = ["limit", "cursor", "order"].filter((name) => values[name] !== undefined);
       if (paging.length) throw invalidRequest(`stats_by counts every match: drop ${paging.join(", ")}`);
-      ctx.body = {
-        ...(await auditTrail.stats(filter, parseStatsBy(values.stats_by))),
-        archives_not_searched: archives,
-      };
+      ctx.body = await auditTrail.stats(filter, parseStatsBy(values.stats_by));
       return;
     }
     const order = parseOrder(values.order);
     const limit = parseLimit(values.limit);
     const after = values.cursor === undefined ? undefined : decodeCursor(values.cursor, order);
-    ctx.body = {
-      ...(await auditTrail.query(filter, { limit, order, after })),
-      archives_not_searched: archives,
-    };
+    ctx.body = await auditTrail.query(filter, { limit, order, after });
   });
 
   router.get("/audit/export", async (ctx) => {

@@ -73,14 +73,6 @@ function eventLine(event: EventLine): string {
     .join("  ");
 }
 
-function archivesNote(archives: { from_time: string; to_time: string; event_count: number }[]): string[] {
-  if (!archives.length) return [];
-  const events = archives.reduce((sum, a) => sum + a.event_count, 0);
-  return [
-    `note: ${events} events from ${archives[0]?.from_time} to ${archives.at(-1)?.to_time} are archived (not searched); see deputy audit archives`,
-  ];
-}
-
 export function registerAudit(program: Command, cli: Cli): Command {
   const audit = program
     .command("audit")
@@ -104,7 +96,6 @@ export function registerAudit(program: Command, cli: Cli): Command {
           total: number;
           truncated: boolean;
           stats_by: string[];
-          archives_not_searched: { from_time: string; to_time: string; event_count: number }[];
         }>("GET", `/audit?${params}`);
         if (json) return cli.print(stats);
         const columns = [...stats.stats_by, "count"];
@@ -120,31 +111,27 @@ export function registerAudit(program: Command, cli: Cli): Command {
           ...rows.map(format),
           `total: ${stats.total} events${stats.truncated ? " (only the largest 1000 groups shown)" : ""}`,
         ];
-        process.stdout.write(`${[...lines, ...archivesNote(stats.archives_not_searched)].join("\n")}\n`);
+        process.stdout.write(`${lines.join("\n")}\n`);
         return;
       }
       if (options.order) params.set("order", options.order);
       const events: EventLine[] = [];
-      let archives: { from_time: string; to_time: string; event_count: number }[] = [];
       let cursor: string | null = null;
       do {
         params.set("limit", String(Math.min(1000, options.limit - events.length)));
         if (cursor) params.set("cursor", cursor);
-        const page: {
-          events: EventLine[];
-          next_cursor: string | null;
-          archives_not_searched: typeof archives;
-        } = await cli.admin().request("GET", `/audit?${params}`);
+        const page: { events: EventLine[]; next_cursor: string | null } = await cli
+          .admin()
+          .request("GET", `/audit?${params}`);
         events.push(...page.events);
-        archives = page.archives_not_searched;
         cursor = page.next_cursor;
       } while (cursor && events.length < options.limit);
-      if (json) return cli.print({ events, more: Boolean(cursor), archives_not_searched: archives });
+      if (json) return cli.print({ events, more: Boolean(cursor) });
       const lines = events.map(eventLine);
       lines.push(
         `${events.length} events${cursor ? ` (more match: raise --limit, or use deputy audit export)` : ""}`,
       );
-      process.stdout.write(`${[...lines, ...archivesNote(archives)].join("\n")}\n`);
+      process.stdout.write(`${lines.join("\n")}\n`);
     });
 
   withFilters(audit.command("export"))
