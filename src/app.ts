@@ -1,6 +1,5 @@
 // Assembles a Deputy server: connections, registry services, oidc-provider and the HTTP routes.
 import { Router } from "@koa/router";
-import { createLocalJWKSet } from "jose";
 import Koa from "koa";
 import compose from "koa-compose";
 import type Provider from "oidc-provider";
@@ -23,9 +22,11 @@ import { createPeopleUi } from "./interaction/index.ts";
 import type { Logger } from "./logger.ts";
 import { createProviderAdapter } from "./oauth/adapter.ts";
 import { ClientStore } from "./oauth/client-store.ts";
+import { servePublishedKeys } from "./oauth/jwks-route.ts";
 import { answerJwtAccessTokens } from "./oauth/jwt-endpoints.ts";
 import { createProvider } from "./oauth/provider.ts";
-import { loadSigningKeys, publicPart } from "./oauth/signing-keys.ts";
+import { PublishedKeys } from "./oauth/published-keys.ts";
+import { loadPublicKeys, loadSigningKeys } from "./oauth/signing-keys.ts";
 import { createPolicyService, type PolicyService } from "./policy/policy-service.ts";
 import { connectRedis, type RedisConnection } from "./redis/connect.ts";
 import { AgentService } from "./registry/agents.ts";
@@ -101,8 +102,10 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     log,
   });
 
+  // oidc-provider signs with the keys loaded at start; /jwks and Deputy's own verification follow the database.
   const signingKeys = await loadSigningKeys(prisma);
-  const publicKeys = createLocalJWKSet({ keys: signingKeys.map(publicPart) });
+  const published = new PublishedKeys(() => loadPublicKeys(prisma), bus);
+  const publicKeys = published.getKey;
   const policy = await createPolicyService({
     prisma,
     audit,
@@ -151,6 +154,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   auditProviderEndpoints(provider, { audit, prisma, log });
   // After the audit middleware, so that the audit sees the answers it gives for JWTs.
   answerJwtAccessTokens(provider, { prisma, delegations, signingKeys: publicKeys });
+  servePublishedKeys(provider, published);
 
   // Revocation: task ends, suspensions, offboarding, RFC 7009 cascades, the sweep, and their BullMQ jobs.
   const revocation = createRevocationRuntime({
@@ -172,6 +176,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     prisma,
     audit,
     auditTrail,
+    bus,
     clients,
     people,
     resources,

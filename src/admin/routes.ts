@@ -6,6 +6,7 @@ import type { Context, Next } from "koa";
 import type Provider from "oidc-provider";
 import type { AuditLog } from "../audit/audit-log.ts";
 import type { AuditTrail } from "../audit/audit-trail.ts";
+import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError, invalidRequest } from "../http/api-error.ts";
 import { isPlainUri } from "../http/plain-text.ts";
@@ -29,6 +30,7 @@ export interface AdminDeps {
   prisma: PrismaClient;
   audit: AuditLog;
   auditTrail: AuditTrail;
+  bus: InvalidationBus;
   clients: ClientStore;
   people: PeopleService;
   resources: ResourceServerService;

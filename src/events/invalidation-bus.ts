@@ -7,7 +7,7 @@
 // an entry loaded before a message it may have missed.
 import type { Redis } from "ioredis";
 
-export type InvalidationTopic = "client" | "resource" | "delegation" | "policy";
+export type InvalidationTopic = "client" | "resource" | "delegation" | "policy" | "signing_key";
 type Handler = (key: string) => void;
 
 /** The key that means "everything of this topic". */

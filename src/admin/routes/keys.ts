@@ -10,14 +10,17 @@ const keyView = (key: SigningKeySummary) => ({
   retired_at: key.retiredAt?.toISOString() ?? null,
 });
 
-export function keyRoutes(router: Router, { prisma, audit }: AdminDeps): void {
+const ROTATED =
+  "every server publishes the new key at /jwks and accepts tokens signed with it now; each server signs with it " +
+  "from its next restart, and until then with the previous key, which stays published";
+
+export function keyRoutes(router: Router, { prisma, audit, bus }: AdminDeps): void {
   router.get("/keys", async (ctx) => {
     ctx.body = { keys: (await listSigningKeys(prisma)).map(keyView) };
   });
   router.post("/keys/rotate", async (ctx) => {
-    const key = await rotateSigningKey(prisma);
-    await audit.record(ctx.state.audit, { type: "admin_change", action: "key.rotate", target: key.kid });
+    const key = await rotateSigningKey({ prisma, audit, bus }, ctx.state.audit);
     ctx.status = 201;
-    ctx.body = { key: keyView(key), note: "the new key signs after the servers restart" };
+    ctx.body = { key: keyView(key), note: ROTATED };
   });
 }
