@@ -338,6 +338,45 @@ describe("deputy CLI", () => {
     expect((await server.admin("GET", `/agents/${scheduler.client_id}`)).body.status).toBe("retired");
   });
 
+  it("sets an agent's co-owners at creation and changes them with update", async () => {
+    const admin = "cli-admin@example.com";
+    const partner = await server.admin("POST", "/people", {
+      email: "cli-co-owner@example.com",
+      name: "Bo Partner",
+      password: "yet-another-long-password",
+    });
+    expect(partner.status).toBe(201);
+    const emails = (agent: { co_owners: { email: string }[] }) =>
+      agent.co_owners.map((person) => person.email);
+    const shared = await okJson([
+      ...["agents", "create", "--name", "Shared", "--owner", OWNER, "--purpose", "Shared work"],
+      ...["--co-owner", admin, "--co-owner", partner.body.email],
+    ]);
+    expect(emails(shared)).toEqual([admin, partner.body.email]);
+    const shown = await ok(["agents", "show", shared.client_id]);
+    expect(shown).toMatch(/^co_owners:\n\s+- id: .+\n\s+email: cli-admin@example\.com\n/m);
+
+    const update = (...args: string[]) => okJson(["agents", "update", shared.client_id, ...args]);
+    expect(emails(await update("--co-owner", partner.body.email))).toEqual([partner.body.email]);
+    const promoted = await update("--owner", partner.body.email);
+    expect(promoted.owner.email).toBe(partner.body.email);
+    expect(emails(promoted)).toEqual([]);
+    expect(emails(await update("--co-owner", OWNER, "--co-owner", admin))).toEqual([OWNER, admin]);
+    expect(emails(await update("--no-co-owners"))).toEqual([]);
+
+    expect(await fails(["agents", "update", shared.client_id])).toMatch(/nothing to update/);
+    expect(
+      await fails(["agents", "update", shared.client_id, "--co-owner", admin, "--no-co-owners"]),
+    ).toMatch(/either --co-owner or --no-co-owners/);
+    expect(await fails(["agents", "update", shared.client_id, "--co-owner", partner.body.email])).toMatch(
+      /co-owner cli-co-owner@example\.com is the agent's primary owner/,
+    );
+    const audit = await server.deputy.db.prisma.auditEvent.findMany({
+      where: { target: shared.client_id, action: "agent.update" },
+    });
+    expect(audit).toHaveLength(4);
+  });
+
   it("lists and rotates signing keys", async () => {
     const jwks = (await (await fetch(`${server.url}/jwks`)).json()) as { keys: { kid: string }[] };
     const current = jwks.keys[0]?.kid;

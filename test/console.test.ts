@@ -296,26 +296,37 @@ describe("admin console (HTTP)", () => {
   });
 
   it("sends the pages' strict headers and shows what agents and people are named as text", async () => {
-    const owner = await server.admin("POST", "/people", {
-      email: `owner-${Date.now()}@example.com`,
-      name: "<b>Mallory</b>",
-      password: PASSWORD,
-    });
+    const [owner, coOwner] = await Promise.all(
+      ["<b>Mallory</b>", "<i>Trudy</i>"].map((name, i) =>
+        server.admin("POST", "/people", {
+          email: `owner-${i}-${Date.now()}@example.com`,
+          name,
+          password: PASSWORD,
+        }),
+      ),
+    );
     const agent = await createAgent(
       server,
-      owner.body.email,
+      owner?.body.email,
       [{ resource: mail.uri, scopes: ["mail.read"] }],
       {
         name: "<img src=x onerror=alert(1)>",
+        co_owners: [coOwner?.body.email],
       },
     );
     await server.admin("POST", `/agents/${agent.client_id}/suspend`, { reason: "<script>alert(2)</script>" });
     const { client, page } = await consoleAs();
     expect(page.body).toContain("&lt;img src=x onerror=alert(1)&gt;");
     expect(page.body).toContain("&lt;b&gt;Mallory&lt;/b&gt;");
+    expect(page.body).toMatch(
+      new RegExp(
+        `<dt>Co-owners</dt>\\s*<dd>&lt;i&gt;Trudy&lt;/i&gt; <span class="muted">\\(${coOwner?.body.email}\\)`,
+      ),
+    );
     expect(page.body).toContain("&lt;script&gt;alert(2)&lt;/script&gt;");
     expect(page.body).not.toContain("<img src=x");
     expect(page.body).not.toContain("<b>Mallory");
+    expect(page.body).not.toContain("<i>Trudy");
     const confirm = await post(client, page.body, "/console/emergency-stop", {
       reason: '"><script>alert(3)</script>',
     });

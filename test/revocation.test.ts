@@ -465,6 +465,7 @@ describe.each(BACKENDS)("revocation on %s", (backend) => {
       status: "offboarded",
       revocation: { delegations: 2, tokens: 4 },
       agents_suspended: [leaversAgent.client_id],
+      agents_handed_over: [],
     });
     expect(await introspect(server, mail, tokens[0]?.body.access_token)).toEqual({ active: false });
     expect(await introspect(server, mail, tokens[1]?.body.access_token)).toEqual({ active: false });

@@ -99,9 +99,13 @@ const publicJwk = z
     message: "must be a public key (the JWKS holds a private key member 'd')",
   });
 
+/** The most co-owners an agent may have. */
+const MAX_CO_OWNERS = 10;
+
 const agentFields = {
   name: text(200),
   owner: text(320),
+  co_owners: z.array(text(320)).max(MAX_CO_OWNERS).optional(),
   purpose: prose(2000),
   grants: z.array(grant).max(50),
   redirect_uris: z.array(redirectUri).max(20).optional(),

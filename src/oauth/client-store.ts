@@ -1,6 +1,8 @@
 // Serves OAuth clients to oidc-provider from the registry: agents, resource servers (which authenticate to
 // introspect) and service clients (the admin client). Only active agents with an active owner are served;
-// any other client id is unknown to the provider, which answers `invalid_client`.
+// any other client id is unknown to the provider, which answers `invalid_client`. The owner checked is the
+// primary owner: offboarding it hands the agent to its first active co-owner, if it has one, which becomes the
+// primary owner (src/registry/offboarding.ts), so the agent keeps authenticating.
 
 import { TtlCache } from "../cache/ttl-cache.ts";
 import type { InvalidationBus } from "../events/invalidation-bus.ts";

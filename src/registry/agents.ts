@@ -6,6 +6,7 @@ import { isUuid } from "../db/ids.ts";
 import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type {
   Agent,
+  AgentCoOwner,
   AgentScopeGrant,
   Person,
   Prisma,
@@ -26,6 +27,8 @@ export interface GrantInput {
 export interface AgentInput {
   name: string;
   owner: string;
+  /** People (emails or ids) who own the agent beside its primary owner, in order of succession. */
+  co_owners?: string[];
   purpose: string;
   grants: GrantInput[];
   auth:
@@ -45,6 +48,7 @@ export type AgentUpdate = Partial<
   Pick<
     AgentInput,
     | "name"
+    | "co_owners"
     | "purpose"
     | "grants"
     | "redirect_uris"
@@ -69,11 +73,19 @@ export interface SuspendAllResult {
 /** Suspensions revoke in the same transaction as the status change; large ones may take a while. */
 const REVOKING_TRANSACTION = { maxWait: 10_000, timeout: 60_000 } as const;
 
+export interface OwnerView {
+  id: string;
+  email: string;
+  name: string;
+  status: Person["status"];
+}
+
 export interface AgentView {
   id: string;
   client_id: string;
   name: string;
-  owner: { id: string; email: string; name: string; status: string };
+  owner: OwnerView;
+  co_owners: OwnerView[];
   purpose: string;
   status: Agent["status"];
   status_reason: string | null;
@@ -91,18 +103,34 @@ export interface AgentView {
   review_due_at: string;
 }
 
-type AgentRow = Agent & {
+export type AgentRow = Agent & {
   owner: Person;
+  coOwners: (AgentCoOwner & { person: Person })[];
   scopeGrants: (AgentScopeGrant & { resourceServer: ResourceServer })[];
 };
-const INCLUDE = { owner: true, scopeGrants: { include: { resourceServer: true } } } as const;
+/** What an agent's view reads besides the agent itself. */
+export const AGENT_INCLUDE = {
+  owner: true,
+  coOwners: { include: { person: true }, orderBy: { position: "asc" } },
+  scopeGrants: { include: { resourceServer: true } },
+} as const;
 
-function agentView(row: AgentRow): AgentView {
+function ownerView(person: Person): OwnerView {
+  return { id: person.id, email: person.email, name: person.name, status: person.status };
+}
+
+/** Every owner of an agent, in order of succession: the primary owner, then the co-owners. */
+export function owners(row: AgentRow): Person[] {
+  return [row.owner, ...row.coOwners.map((coOwner) => coOwner.person)];
+}
+
+export function agentView(row: AgentRow): AgentView {
   return {
     id: row.id,
     client_id: row.clientId,
     name: row.name,
-    owner: { id: row.owner.id, email: row.owner.email, name: row.owner.name, status: row.owner.status },
+    owner: ownerView(row.owner),
+    co_owners: row.coOwners.map((coOwner) => ownerView(coOwner.person)),
     purpose: row.purpose,
     status: row.status,
     status_reason: row.statusReason,
@@ -139,6 +167,23 @@ function daysFromNow(days: number): Date {
   return new Date(Date.now() + days * 86_400_000);
 }
 
+/** Co-owner rows for these people, in this order. */
+function coOwnerRows(personIds: string[]): { personId: string; position: number }[] {
+  return personIds.map((personId, position) => ({ personId, position }));
+}
+
+/** Makes these people, in this order, an agent's co-owners (and nobody else). */
+export async function replaceCoOwners(
+  tx: Prisma.TransactionClient,
+  agentId: string,
+  personIds: string[],
+): Promise<void> {
+  await tx.agentCoOwner.deleteMany({ where: { agentId } });
+  await tx.agentCoOwner.createMany({
+    data: coOwnerRows(personIds).map((row) => ({ ...row, agentId })),
+  });
+}
+
 export class AgentService {
   readonly #prisma: PrismaClient;
   readonly #audit: AuditLog;
@@ -155,7 +200,8 @@ export class AgentService {
 
   /** Registers an agent; a generated secret is returned once and stored only as a hash. */
   async create(context: AuditContext, input: AgentInput): Promise<AgentView & { client_secret?: string }> {
-    const owner = await this.#activeOwner(input.owner);
+    const owner = await this.#activePerson(input.owner, "owner");
+    const coOwnerIds = await this.#coOwners(input.co_owners ?? [], owner.id);
     const grants = await this.#resolveGrants(input.grants);
     await this.#checkDelegates(input.may_delegate_to ?? []);
     const clientSecret = input.auth.method === "client_secret" ? generateClientSecret() : undefined;
@@ -180,9 +226,10 @@ export class AgentService {
           reviewDueAt: input.review_due_at
             ? new Date(input.review_due_at)
             : daysFromNow(REVIEW_INTERVAL_DAYS),
+          coOwners: { create: coOwnerRows(coOwnerIds) },
           scopeGrants: { create: grants },
         },
-        include: INCLUDE,
+        include: AGENT_INCLUDE,
       });
       const created = agentView(row);
       await this.#audit.record(
@@ -201,7 +248,7 @@ export class AgentService {
         status: filter.status,
         owner: filter.owner ? { email: filter.owner.toLowerCase() } : undefined,
       },
-      include: INCLUDE,
+      include: AGENT_INCLUDE,
       orderBy: { createdAt: "asc" },
     });
     return rows.map(agentView);
@@ -213,10 +260,12 @@ export class AgentService {
 
   async update(context: AuditContext, key: string, input: AgentUpdate): Promise<AgentView> {
     const before = await this.#find(key);
-    const owner = input.owner === undefined ? undefined : await this.#activeOwner(input.owner);
+    const owner = input.owner === undefined ? undefined : await this.#activePerson(input.owner, "owner");
+    const coOwnerIds = await this.#updatedCoOwners(before, input.co_owners, owner);
     const grants = input.grants === undefined ? undefined : await this.#resolveGrants(input.grants);
     if (input.may_delegate_to) await this.#checkDelegates(input.may_delegate_to, before.clientId);
     const view = await this.#prisma.$transaction(async (tx) => {
+      if (coOwnerIds) await replaceCoOwners(tx, before.id, coOwnerIds);
       if (grants) {
         await tx.agentScopeGrant.deleteMany({ where: { agentId: before.id } });
         await tx.agentScopeGrant.createMany({
@@ -238,7 +287,7 @@ export class AgentService {
           dpopRequired: input.dpop_required,
           reviewDueAt: input.review_due_at ? new Date(input.review_due_at) : undefined,
         },
-        include: INCLUDE,
+        include: AGENT_INCLUDE,
       });
       const after = agentView(row);
       await this.#audit.record(
@@ -278,7 +327,7 @@ export class AgentService {
       const row = await tx.agent.update({
         where: { id: before.id },
         data: { status: rule.to, statusReason: reason ?? null },
-        include: INCLUDE,
+        include: AGENT_INCLUDE,
       });
       const after = agentView(row);
       await this.#audit.record(
@@ -355,7 +404,7 @@ export class AgentService {
       const row = await tx.agent.update({
         where: { id: before.id },
         data: { lastReviewedAt: new Date(), reviewDueAt: daysFromNow(REVIEW_INTERVAL_DAYS) },
-        include: INCLUDE,
+        include: AGENT_INCLUDE,
       });
       const after = agentView(row);
       await this.#audit.record(
@@ -369,18 +418,40 @@ export class AgentService {
 
   async #find(key: string): Promise<AgentRow> {
     const where = isUuid(key) ? { id: key } : { clientId: key };
-    const row = await this.#prisma.agent.findUnique({ where, include: INCLUDE });
+    const row = await this.#prisma.agent.findUnique({ where, include: AGENT_INCLUDE });
     if (!row) throw notFound(`agent ${key}`);
     return row;
   }
 
-  async #activeOwner(emailOrId: string): Promise<Person> {
+  async #activePerson(emailOrId: string, role: "owner" | "co-owner"): Promise<Person> {
     const where = isUuid(emailOrId) ? { id: emailOrId } : { email: emailOrId.toLowerCase() };
-    const owner = await this.#prisma.person.findUnique({ where });
-    if (!owner) throw invalidRequest(`owner ${emailOrId} is not a registered person`);
-    if (owner.status !== "active")
-      throw invalidRequest(`owner ${emailOrId} is ${owner.status} and cannot own agents`);
-    return owner;
+    const person = await this.#prisma.person.findUnique({ where });
+    if (!person) throw invalidRequest(`${role} ${emailOrId} is not a registered person`);
+    if (person.status !== "active")
+      throw invalidRequest(`${role} ${emailOrId} is ${person.status} and cannot own agents`);
+    return person;
+  }
+
+  /** The ids of the co-owners named, in order: active people, none of them the primary owner, none twice. */
+  async #coOwners(names: string[], ownerId: string): Promise<string[]> {
+    const ids: string[] = [];
+    for (const name of names) {
+      const person = await this.#activePerson(name, "co-owner");
+      if (person.id === ownerId) throw invalidRequest(`co-owner ${name} is the agent's primary owner`);
+      if (ids.includes(person.id)) throw invalidRequest(`co-owner ${name} is listed twice`);
+      ids.push(person.id);
+    }
+    return ids;
+  }
+
+  /**
+   * The co-owners an update leaves, when it changes them: those named; else, with a new primary owner, the
+   * current ones without that person (a co-owner made primary owner is no longer a co-owner).
+   */
+  async #updatedCoOwners(before: AgentRow, names?: string[], owner?: Person): Promise<string[] | undefined> {
+    if (names) return this.#coOwners(names, owner?.id ?? before.ownerId);
+    if (!owner) return undefined;
+    return before.coOwners.map((coOwner) => coOwner.personId).filter((id) => id !== owner.id);
   }
 
   /** Each granted scope must be one the resource server defines. */

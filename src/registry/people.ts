@@ -7,6 +7,7 @@ import type { Person, PrismaClient } from "../generated/prisma/client.ts";
 import { conflict, notFound } from "../http/api-error.ts";
 import type { PendingRevocation, RevocationService } from "../revocation/revocations.ts";
 import { hashPassword } from "../security/secrets.ts";
+import { releaseAgents } from "./offboarding.ts";
 import { isUniqueViolation } from "./prisma-errors.ts";
 
 export interface PersonView {
@@ -31,10 +32,14 @@ export function personView(person: Person): PersonView {
   };
 }
 
-/** What offboarding reached: the person's delegations, and the agents they owned (suspended, needing an owner). */
+/**
+ * What offboarding reached: the person's delegations, the agents it suspended for want of another active owner
+ * (needing an owner), and those it handed over to another of their owners.
+ */
 export interface OffboardingResult {
   revocation: { delegations: number; tokens: number };
   agents_suspended: string[];
+  agents_handed_over: string[];
 }
 
 const REVOKING_TRANSACTION = { maxWait: 10_000, timeout: 60_000 } as const;
@@ -43,10 +48,10 @@ export class PeopleService {
   readonly #prisma: PrismaClient;
   readonly #audit: AuditLog;
   readonly #bus: InvalidationBus;
-  readonly #revocations?: RevocationService;
+  readonly #revocations: RevocationService;
 
-  /** With `revocations`, offboarding revokes the person's delegations and suspends the agents they own. */
-  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, revocations?: RevocationService) {
+  /** `revocations`: offboarding revokes the person's delegations and those of agents it suspends. */
+  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, revocations: RevocationService) {
     this.#prisma = prisma;
     this.#audit = audit;
     this.#bus = bus;
@@ -125,18 +130,18 @@ export class PeopleService {
   }
 
   /**
-   * Marks a person as gone, in one transaction: every delegation they granted is revoked, and the agents they own
-   * (one owner per agent, so none has another) are suspended and marked needs_owner for review, which revokes
-   * every delegation those agents hold or act in.
+   * Marks a person as gone, in one transaction: every delegation they granted is revoked; the agents they own or
+   * co-own stay with another active owner if they have one (the leaver removed from their owners), and the
+   * others are suspended and marked needs_owner for review, which revokes every delegation those hold or act in.
    */
   async offboard(
     context: AuditContext,
     idOrEmail: string,
     reason: string,
-  ): Promise<PersonView & Partial<OffboardingResult>> {
+  ): Promise<PersonView & OffboardingResult> {
     const before = await this.find(idOrEmail);
     const revocations = this.#revocations;
-    const { view, pending, suspended } = await this.#prisma.$transaction(async (tx) => {
+    const { view, pending, released } = await this.#prisma.$transaction(async (tx) => {
       const person = await tx.person.update({ where: { id: before.id }, data: { status: "offboarded" } });
       const after = personView(person);
       await this.#audit.record(
@@ -151,46 +156,19 @@ export class PeopleService {
         },
         tx,
       );
-      if (!revocations) return { view: after, pending: [], suspended: [] };
       const cause = { trigger: "offboarding" as const, reason, target: person.email };
       const pending: PendingRevocation[] = [
         await revocations.inTransaction(tx, { person: person.id }, cause, context),
       ];
-      const owned = await tx.agent.findMany({
-        where: { ownerId: person.id, status: { in: ["active", "pending", "suspended"] } },
-      });
-      const suspended: string[] = [];
-      for (const agent of owned) {
-        const statusReason = `owner ${person.email} offboarded: ${reason}`;
-        const wasSuspended = agent.status === "suspended";
-        await tx.agent.update({
-          where: { id: agent.id },
-          data: { needsOwner: true, ...(wasSuspended ? {} : { status: "suspended", statusReason }) },
-        });
-        await this.#audit.record(
-          context,
-          {
-            type: "admin_change",
-            action: wasSuspended ? "agent.needs_owner" : "agent.suspend",
-            target: agent.clientId,
-            reason: statusReason,
-            before: { status: agent.status, needs_owner: agent.needsOwner },
-            after: { status: "suspended", needs_owner: true },
-          },
-          tx,
-        );
-        if (!wasSuspended) suspended.push(agent.clientId);
+      const released = await releaseAgents({ tx, audit: this.#audit, context }, person, reason);
+      for (const agent of released.orphaned) {
         pending.push(await revocations.inTransaction(tx, { agent: agent.clientId }, cause, context));
       }
-      return { view: after, pending, suspended };
+      return { view: after, pending, released };
     }, REVOKING_TRANSACTION);
-    const owned = await this.#prisma.agent.findMany({
-      where: { ownerId: before.id },
-      select: { clientId: true },
-    });
-    await Promise.all(owned.map((agent) => this.#bus.publish("client", agent.clientId)));
+    const touched = [...released.handedOver, ...released.orphaned.map((agent) => agent.clientId)];
+    await Promise.all(touched.map((clientId) => this.#bus.publish("client", clientId)));
     await this.#bus.publish("delegation", "*");
-    if (!revocations) return view;
     for (const item of pending) await revocations.afterCommit(item);
     return {
       ...view,
@@ -198,7 +176,8 @@ export class PeopleService {
         delegations: pending.reduce((sum, item) => sum + item.summary.delegations, 0),
         tokens: pending.reduce((sum, item) => sum + item.summary.tokens, 0),
       },
-      agents_suspended: suspended,
+      agents_suspended: released.orphaned.filter((agent) => agent.suspended).map((agent) => agent.clientId),
+      agents_handed_over: released.handedOver,
     };
   }
 }

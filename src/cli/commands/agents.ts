@@ -3,12 +3,16 @@ import { type Command, Option } from "commander";
 import { CliError } from "../admin-client.ts";
 import { type Cli, collect, positiveInt, reasonOption, segments, words } from "../cli-context.ts";
 
+const CO_OWNER_HELP =
+  "a person who owns the agent too, in order of succession if the owner leaves (repeatable)";
+
 export function registerAgents(program: Command, cli: Cli): Command {
   const agents = program.command("agents").description("registered agents and their lifecycle");
   agents
     .command("create")
     .requiredOption("--name <name>")
     .requiredOption("--owner <email>", "the person accountable for the agent")
+    .option("--co-owner <email>", CO_OWNER_HELP, collect)
     .requiredOption("--purpose <text>")
     .option("--resource <uri>", "a resource server the agent may get tokens for (repeatable)", collect)
     .option("--scopes <scopes>", "scopes allowed on the resource(s)")
@@ -35,6 +39,7 @@ export function registerAgents(program: Command, cli: Cli): Command {
         await cli.admin().request("POST", "/agents", {
           name: o.name,
           owner: o.owner,
+          co_owners: o.coOwner,
           purpose: o.purpose,
           grants: (o.resource ?? []).map((resource: string) => ({ resource, scopes: words(o.scopes) })),
           auth,
@@ -60,6 +65,23 @@ export function registerAgents(program: Command, cli: Cli): Command {
   agents
     .command("show <client_id>")
     .action(async (id: string) => cli.print(await cli.admin().request("GET", `/agents/${segments(id)}`)));
+  agents
+    .command("update <client_id>")
+    .description("change an agent's owners")
+    .option("--owner <email>", "the new primary owner (a co-owner made primary owner stops being a co-owner)")
+    .option("--co-owner <email>", `${CO_OWNER_HELP}; replaces the co-owners`, collect)
+    .option("--no-co-owners", "remove every co-owner")
+    .action(async (id: string, o) => {
+      if (o.coOwner && !o.coOwners) throw new CliError("use either --co-owner or --no-co-owners, not both");
+      const coOwners = o.coOwners ? o.coOwner : [];
+      if (!o.owner && !coOwners)
+        throw new CliError("nothing to update: give --owner, --co-owner or --no-co-owners");
+      cli.print(
+        await cli
+          .admin()
+          .request("PATCH", `/agents/${segments(id)}`, { owner: o.owner, co_owners: coOwners }),
+      );
+    });
   agents
     .command("activate <client_id>")
     .action(async (id: string) =>

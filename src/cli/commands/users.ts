@@ -27,7 +27,9 @@ export function registerUsers(program: Command, cli: Cli): Command {
     );
   users
     .command("offboard <email>")
-    .description("mark a person as gone; agents they own stop authenticating")
+    .description(
+      "mark a person as gone: their delegations are revoked; agents they own go to another active owner, or are suspended",
+    )
     .addOption(reasonOption().makeOptionMandatory(false).default("offboarded"))
     .action(async (email: string, o) =>
       cli.print(

@@ -1,4 +1,4 @@
-// /console: the admin console, for people whose account is an admin's. /console/agents lists every agent (owner,
+// /console: the admin console, for people whose account is an admin's. /console/agents lists every agent (owners,
 // status, review date) to suspend with a reason or activate, and offers the emergency stop, confirmed on a page
 // of its own. Every action calls the registry's AgentService, as the admin API does, so the revocation cascade,
 // the audit event (the admin's email as its actor) and the cache invalidation are the same.
@@ -84,6 +84,7 @@ export function consoleRoutes(deps: WebDeps): Router {
       clientId: agent.client_id,
       name: agent.name,
       owner: agent.owner,
+      coOwners: agent.co_owners,
       status: agent.status,
       statusReason: agent.status_reason,
       needsOwner: agent.needs_owner,
