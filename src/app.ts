@@ -19,6 +19,7 @@ import { registerTokenExchange } from "./exchange/token-exchange-grant.ts";
 import { accessLog, jsonErrors, requestId, securityHeaders } from "./http/middleware.ts";
 import { trustProxies } from "./http/proxy.ts";
 import { createPeopleUi } from "./interaction/index.ts";
+import { CookieKeys } from "./interaction/keys.ts";
 import type { Logger } from "./logger.ts";
 import { createProviderAdapter } from "./oauth/adapter.ts";
 import { ClientStore } from "./oauth/client-store.ts";
@@ -26,7 +27,7 @@ import { servePublishedKeys } from "./oauth/jwks-route.ts";
 import { answerJwtAccessTokens } from "./oauth/jwt-endpoints.ts";
 import { createProvider } from "./oauth/provider.ts";
 import { PublishedKeys } from "./oauth/published-keys.ts";
-import { loadPublicKeys, loadSigningKeys } from "./oauth/signing-keys.ts";
+import { loadPrivateKeys, loadPublicKeys, loadSigningKeys } from "./oauth/signing-keys.ts";
 import { createPolicyService, type PolicyService } from "./policy/policy-service.ts";
 import { connectRedis, type RedisConnection } from "./redis/connect.ts";
 import { AgentService } from "./registry/agents.ts";
@@ -102,8 +103,10 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     log,
   });
 
-  // oidc-provider signs with the keys loaded at start; /jwks and Deputy's own verification follow the database.
+  // oidc-provider signs with the keys loaded at start, and the cookies with the secret of the active one; /jwks,
+  // Deputy's own verification and the cookie secrets accepted follow the database.
   const signingKeys = await loadSigningKeys(prisma);
+  const cookieKeys = await CookieKeys.create(() => loadPrivateKeys(prisma), bus, log);
   const published = new PublishedKeys(() => loadPublicKeys(prisma), bus);
   const publicKeys = published.getKey;
   const policy = await createPolicyService({
@@ -126,7 +129,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     audit,
     bus,
     delegations,
-    signingKeys,
+    cookieKeys,
     log,
   });
   const provider = createProvider({

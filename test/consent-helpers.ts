@@ -194,6 +194,27 @@ export async function signIn(client: CookieClient, page: string, email: string, 
   return client.follow(action, { form: { ...hidden, email, password } });
 }
 
+/**
+ * Starts an authorization for the scenario's agent in `client` (a fresh browser by default) and signs in: the
+ * client ends on the consent page.
+ */
+export async function toConsent(
+  server: TestServer,
+  s: Scenario,
+  options: Parameters<typeof authorizeUrl>[2] = {},
+  client = new CookieClient(server.url),
+) {
+  const { verifier, challenge } = pkce();
+  const login = await client.follow(
+    authorizeUrl(server, s.agent, { challenge, details: [agentTask()], resource: s.calendar, ...options }),
+  );
+  expect(login.status, login.body).toBe(200);
+  expect(login.body).toContain("Sign in to Deputy");
+  const consent = await signIn(client, login.body, s.person.email);
+  expect(consent.status, consent.body).toBe(200);
+  return { client, consent, verifier, action: formAction(consent.body) };
+}
+
 export function codeFrom(location: string | undefined): string {
   const url = new URL(String(location));
   const code = url.searchParams.get("code");

@@ -19,6 +19,7 @@ import {
   redeemCode,
   type Scenario,
   signIn,
+  toConsent as startConsent,
 } from "./consent-helpers.ts";
 import { basicAuth, postForm } from "./helpers/oauth.ts";
 import { createPerson, exchange } from "./helpers/scenario.ts";
@@ -33,19 +34,8 @@ describe("people approve delegation (HTTP)", () => {
     await server?.close();
   });
 
-  /** Starts an authorization for the scenario's agent and signs in: the client ends on the consent page. */
-  async function toConsent(s: Scenario, options: Parameters<typeof authorizeUrl>[2] = {}) {
-    const { verifier, challenge } = pkce();
-    const client = new CookieClient(server.url);
-    const login = await client.follow(
-      authorizeUrl(server, s.agent, { challenge, details: [agentTask()], resource: s.calendar, ...options }),
-    );
-    expect(login.status, login.body).toBe(200);
-    expect(login.body).toContain("Sign in to Deputy");
-    const consent = await signIn(client, login.body, s.person.email);
-    expect(consent.status, consent.body).toBe(200);
-    return { client, consent, verifier, action: formAction(consent.body) };
-  }
+  const toConsent = (s: Scenario, options: Parameters<typeof authorizeUrl>[2] = {}) =>
+    startConsent(server, s, options);
 
   async function answer(
     client: CookieClient,

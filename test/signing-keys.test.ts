@@ -1,9 +1,9 @@
 // Signing key rotation on a deployment of several processes. A rotation made through one server is published at
 // /jwks and accepted by Deputy's own JWT verification in every server at once (invalidation bus); each server
-// signs with the new key from its next start. A server that missed the message still accepts the new key (it
-// reloads on an unknown kid). Concurrent rotations leave exactly one active key; /jwks never carries a private
-// member. "Servers" here are Deputy instances in this process sharing a PostgreSQL database and a Redis prefix; a
-// restart is a new instance on the same database.
+// signs with the new key from its next start, and browser cookies set by either are accepted by the other. A
+// server that missed the message still accepts the new key (it reloads on an unknown kid). Concurrent rotations
+// leave exactly one active key; /jwks never carries a private member. "Servers" here are Deputy instances in this
+// process sharing a PostgreSQL database and a Redis prefix; a restart is a new instance on the same database.
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   decodeJwt,
@@ -14,10 +14,26 @@ import {
   jwtVerify,
   SignJWT,
 } from "jose";
+import Keygrip from "keygrip";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ALL, type InvalidationBus } from "../src/events/invalidation-bus.ts";
+import { CookieKeys } from "../src/interaction/keys.ts";
+import { createLogger } from "../src/logger.ts";
 import { PublishedKeys } from "../src/oauth/published-keys.ts";
 import { rotateSigningKey } from "../src/oauth/signing-keys.ts";
+import {
+  agentTask,
+  authorizeUrl,
+  CookieClient,
+  codeFrom,
+  createScenario,
+  formAction,
+  hiddenField,
+  pkce,
+  REDIRECT_URI,
+  redeemCode,
+  signIn,
+} from "./consent-helpers.ts";
 import {
   type Agent,
   createAgent,
@@ -66,10 +82,15 @@ describe("signing key rotation on a deployment of two servers sharing PostgreSQL
   let planner: Agent;
   let researcher: Agent;
 
-  /** Restarts the first server (a new instance) and has it issue the planner a JWT for the reports API. */
-  async function restartFirstAndIssueJwt(): Promise<string> {
+  /** Restarts the first server: a new instance on the same database and Redis, with the same issuer. */
+  async function restartFirst(): Promise<void> {
     await first.close();
     first = await startServer("pglite", shared);
+  }
+
+  /** Restarts the first server and has it issue the planner a JWT for the reports API. */
+  async function restartFirstAndIssueJwt(): Promise<string> {
+    await restartFirst();
     const root = await delegate(first, {
       personId: person.id,
       personEmail: person.email,
@@ -88,7 +109,12 @@ describe("signing key rotation on a deployment of two servers sharing PostgreSQL
   beforeAll(async () => {
     const database = await createPostgresDatabase();
     dropDatabase = database.drop;
-    shared = { DATABASE_URL: database.url, REDIS_PREFIX: `deputy-test:keys-${Date.now()}:` };
+    // Behind a load balancer (TRUST_PROXY): a browser reaches either server at the issuer's address.
+    shared = {
+      DATABASE_URL: database.url,
+      REDIS_PREFIX: `deputy-test:keys-${Date.now()}:`,
+      TRUST_PROXY: "on",
+    };
     first = await startServer("pglite", shared);
     shared.ISSUER = first.url;
     second = await startServer("pglite", shared);
@@ -150,6 +176,55 @@ describe("signing key rotation on a deployment of two servers sharing PostgreSQL
     const childJwt = String(child.body.access_token);
     expect(decodeProtectedHeader(childJwt).kid).not.toBe(rotated);
     expect(await introspect(first, reports, childJwt)).toMatchObject({ active: true });
+  });
+
+  it("keeps a person's sign-in and requests going when moved between a restarted server and one not yet restarted", async () => {
+    await rotate(first);
+    await restartFirst();
+    // A browser, with its cookies, that the load balancer sends to `server` from now on.
+    const issuer = String(shared.ISSUER);
+    const headers = { "x-forwarded-proto": "http", "x-forwarded-host": new URL(issuer).host };
+    const at = (server: TestServer, from?: CookieClient) => {
+      const browser = new CookieClient(issuer, { upstream: server.url, headers });
+      for (const [name, value] of from?.cookies ?? []) browser.cookies.set(name, value);
+      return browser;
+    };
+    const s = await createScenario(first);
+    /** The agent's request, started in `browser`: the page it leads to. */
+    const start = async (browser: CookieClient) => {
+      const { verifier, challenge } = pkce();
+      const url = authorizeUrl({ ...first, url: issuer }, s.agent, {
+        challenge,
+        details: [agentTask()],
+        resource: s.calendar,
+      });
+      return { verifier, page: (await browser.follow(url)).body };
+    };
+    const approve = async (browser: CookieClient, consent: string, verifier: string) => {
+      const action = formAction(consent);
+      const done = await browser.follow(action, {
+        form: { csrf: hiddenField(consent, "csrf", action), decision: "approve", scope: "calendar.read" },
+      });
+      expect(done.location, done.body).toContain(`${REDIRECT_URI}?code=`);
+      const token = await redeemCode(second, s.agent, codeFrom(done.location), verifier);
+      expect(token.status, JSON.stringify(token.body)).toBe(200);
+    };
+
+    // Signed in on the restarted server, at the consent page of a request started there: approved on the other.
+    const signedIn = at(first);
+    await signIn(signedIn, (await signedIn.follow("/login")).body, s.person.email);
+    const consent = await start(signedIn);
+    expect(consent.page).toContain("asks to act for you");
+    await approve(at(second, signedIn), consent.page, consent.verifier);
+
+    // A sign-in to a request, started on the restarted server: the password is sent to the other.
+    const fresh = at(first);
+    const login = await start(fresh);
+    expect(login.page).toContain("Sign in to Deputy");
+    const onSecond = at(second, fresh);
+    const page = await signIn(onSecond, login.page, s.person.email);
+    expect(page.status, page.body).toBe(200);
+    await approve(onSecond, page.body, login.verifier);
   });
 
   it("has a server that missed the rotation's message accept the new key when a token names it", async () => {
@@ -273,5 +348,36 @@ describe("the published keys of one process", () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+});
+
+describe("the cookie keys of one process", () => {
+  it("sign as keygrip does, and accept a newer key's secret once the bus announces it, still signing with their own", async () => {
+    const privateJwk = async () =>
+      exportJWK((await generateKeyPair("ES256", { extractable: true })).privateKey);
+    const [old, next] = [await privateJwk(), await privateJwk()];
+    let stored = [old];
+    const handlers: ((key: string) => void)[] = [];
+    const bus: InvalidationBus = {
+      publish: async () => {},
+      on: (_topic, handler) => void handlers.push(handler),
+      close: async () => {},
+    };
+    const log = createLogger("silent");
+    const running = await CookieKeys.create(async () => stored, bus, log);
+    // A process started after the rotation, with the new key active.
+    const restarted = await CookieKeys.create(async () => [next, old], bus, log);
+    const cookie = "_interaction=abc";
+    const own = running.keygrip.sign(cookie);
+    expect(own).toBe(new Keygrip([running.signing.toString("base64url")]).sign(cookie));
+    expect(restarted.keygrip.index(cookie, own)).toBe(1);
+
+    const newer = restarted.keygrip.sign(cookie);
+    expect(running.keygrip.verify(cookie, newer)).toBe(false);
+    stored = [next, old];
+    for (const handler of handlers) handler(ALL);
+    await vi.waitFor(() => expect(running.keygrip.index(cookie, newer)).toBe(1));
+    expect(running.keygrip.sign(cookie)).toBe(own);
+    expect(running.keygrip.verify(cookie, `${newer}x`)).toBe(false);
   });
 });

@@ -34,6 +34,8 @@ export interface NewDelegation {
   endsAt: Date;
   maxDepth?: number;
   grantId?: string;
+  /** The request it answers: a second delegation for the same request is refused (a unique violation). */
+  requestRef?: string;
 }
 
 /** Called after a delegation is committed (e.g. to schedule the job that ends it at its end time). */
@@ -88,6 +90,7 @@ export class DelegationStore {
           personId: person.id,
           agentId: agent.id,
           grantId: input.grantId,
+          requestRef: input.requestRef,
           taskId: input.taskId,
           taskDescription: input.taskDescription,
           scopes: [...new Set(input.scopes)],

@@ -1,14 +1,18 @@
 // Turns a person's answer into effects: on approval, the oidc-provider Grant (what the agent's token may carry)
-// and the Delegation row (what Deputy enforces), linked by the grant id; on denial, an audit event. Shared by
-// browser consent and CIBA approvals.
-import type Provider from "oidc-provider";
-import type { Grant } from "oidc-provider";
+// and the Delegation row (what Deputy enforces), linked by the grant id, then the interaction or CIBA request
+// finished with them; on denial, an audit event. Shared by browser consent and CIBA approvals.
+//
+// An approval is all or nothing for the person: one request (interaction or CIBA request) makes at most one
+// delegation (a unique key on the request, so a replayed or double-submitted approval is refused), and a
+// delegation whose request could not be finished is revoked at once, so none is left active without a token.
+import { errors, type Grant } from "oidc-provider";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
-import type { DelegationStore } from "../delegation/delegations.ts";
 import type { Delegation } from "../generated/prisma/client.ts";
+import { isUniqueViolation } from "../registry/prisma-errors.ts";
 import { type ApprovedTaskDetail, approvedTaskDetail } from "./agent-task.ts";
 import { askedEnd, type DelegationRequest, type RequestingAgent } from "./delegation-request.ts";
-import { PageError } from "./page-error.ts";
+import { alreadyAnswered, PageError } from "./page-error.ts";
+import type { WebDeps } from "./web.ts";
 
 export interface Decision {
   approve: boolean;
@@ -35,10 +39,17 @@ export function readDecision(form: URLSearchParams): Decision {
   return { approve: decision === "approve", scopes, duration: seconds };
 }
 
-export interface ApprovalDeps {
-  provider: Provider;
-  delegations: DelegationStore;
-  untaskedSeconds: number;
+/** What an approval uses of the pages' services (the revocation service ends an unfinished one's delegation). */
+export type ApprovalDeps = Pick<WebDeps, "provider" | "delegations" | "config" | "services" | "log">;
+
+/** A person's approval of one request. */
+export interface Answer {
+  personId: string;
+  agent: RequestingAgent;
+  request: DelegationRequest;
+  decision: Decision;
+  /** The request answered ("interaction:<uid>", "ciba:<auth_req_id>"): it makes at most one delegation. */
+  requestRef: string;
 }
 
 export interface Approval {
@@ -48,15 +59,45 @@ export interface Approval {
   rar?: ApprovedTaskDetail[];
 }
 
-export async function approveRequest(
+/** The end reason of a delegation revoked because its request could not be finished. */
+const APPROVAL_NOT_COMPLETED = "the approval could not be completed";
+
+/**
+ * Makes the approval (Grant + Delegation), then `finish`es the request with it (oidc-provider's interaction or
+ * CIBA result). If finishing fails, the delegation is revoked and the person is told nothing was delegated.
+ */
+export async function approveRequest<T>(
   deps: ApprovalDeps,
   context: AuditContext,
-  personId: string,
-  agent: RequestingAgent,
-  request: DelegationRequest,
-  decision: Decision,
-  now = Date.now(),
+  answer: Answer,
+  finish: (approval: Approval) => Promise<T>,
+): Promise<T> {
+  const approval = await createApproval(deps, context, answer);
+  try {
+    return await finish(approval);
+  } catch (error) {
+    deps.log.warn({ err: error, delegation: approval.delegation.id }, "approval could not be completed");
+    await deps.services.revokeDelegation(context, approval.delegation.id, APPROVAL_NOT_COMPLETED);
+    throw notCompleted(error);
+  }
+}
+
+/** What the person is told when their approval was made but could not reach the agent's request. */
+function notCompleted(error: unknown): PageError {
+  return new PageError(
+    error instanceof errors.OIDCProviderError ? 409 : 503,
+    "Approval not completed",
+    "Your approval could not be passed on to the agent (the request may have expired or been answered " +
+      "elsewhere), so nothing was delegated. Ask the agent to start again.",
+  );
+}
+
+async function createApproval(
+  deps: ApprovalDeps,
+  context: AuditContext,
+  { personId, agent, request, decision, requestRef }: Answer,
 ): Promise<Approval> {
+  const now = Date.now();
   if (decision.scopes.some((scope) => !request.scopes.includes(scope)))
     throw new PageError(400, "Scope not asked for", "Only scopes the agent asked for can be approved.");
   const scopes = request.scopes.filter((scope) => decision.scopes.includes(scope));
@@ -66,7 +107,7 @@ export async function approveRequest(
       "Nothing ticked",
       "Tick at least one permission to approve, or deny the request.",
     );
-  const asked = askedEnd(request, deps.untaskedSeconds, now);
+  const asked = askedEnd(request, deps.config.untaskedDelegationSeconds, now);
   if (asked.getTime() <= now)
     throw new PageError(
       409,
@@ -105,11 +146,12 @@ export async function approveRequest(
       resources,
       endsAt,
       grantId,
+      requestRef,
     });
     return { grant, delegation, rar };
   } catch (error) {
     await grant.destroy();
-    throw error;
+    throw isUniqueViolation(error) ? alreadyAnswered() : error;
   }
 }
 

@@ -3,7 +3,6 @@
 // createPeopleUi is called before the provider exists (the provider needs its hooks); routes(provider) after.
 import { Router } from "@koa/router";
 import type { Redis } from "ioredis";
-import type { JWK } from "jose";
 import type { Context, Middleware, Next } from "koa";
 import compose from "koa-compose";
 import type Provider from "oidc-provider";
@@ -18,7 +17,7 @@ import { Authenticator } from "./authenticate.ts";
 import { PendingApprovals } from "./ciba.ts";
 import { readCookie, SESSION_COOKIE } from "./cookies.ts";
 import { csrfValid } from "./csrf.ts";
-import { deriveCookieKeys } from "./keys.ts";
+import type { CookieKeys } from "./keys.ts";
 import { LoginThrottle } from "./login-throttle.ts";
 import { Pages, STYLESHEET_PATH } from "./pages.ts";
 import { createProviderHooks, type ProviderHooks } from "./provider-hooks.ts";
@@ -39,7 +38,7 @@ export interface PeopleUiDeps {
   audit: AuditLog;
   bus: InvalidationBus;
   delegations: DelegationStore;
-  signingKeys: JWK[];
+  cookieKeys: CookieKeys;
   log: Logger;
 }
 
@@ -60,7 +59,6 @@ const PATHS =
 
 export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
   const { config, prisma, redis, audit } = deps;
-  const cookieKeys = deriveCookieKeys(deps.signingKeys);
   const sessions = new UiSessionStore(redis, config.redisPrefix, config.sessionSeconds);
   const pending = new PendingApprovals(redis, config.redisPrefix);
   const pages = new Pages();
@@ -74,7 +72,7 @@ export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
     sessions,
     pending,
     pages,
-    cookieKeys,
+    cookieKeys: deps.cookieKeys,
   });
 
   return {
@@ -97,7 +95,6 @@ export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
         pending,
         pages,
         authenticator,
-        serverKey: cookieKeys[0] as Buffer,
         services,
       };
       const router = new Router();

@@ -1,11 +1,75 @@
-// Secrets for Deputy's browser cookies, derived from the signing keys kept in the database: every server process
-// computes the same ones with nothing more to configure or store. Rotating the signing key rotates them too,
-// which signs everyone out of the browser pages (tokens and delegations are not affected).
-import { hkdfSync } from "node:crypto";
+// Secrets for the browser's cookies — oidc-provider's signed cookies (its session, the interaction in progress)
+// and the binding of the login form's CSRF token to the visitor's nonce — derived from the private signing keys
+// kept in the database: every process computes the same ones with nothing more to configure or store.
+//
+// They follow a rotation as tokens do: each process signs with the secret of the key that was active when it
+// started, and accepts the secrets of every key in the database, reloaded when a rotation is announced on the
+// invalidation bus (and whenever the bus may have missed a message). Every process therefore accepts a new key's
+// secret before any process, restarted after the rotation, signs with it: during a rolling restart a cookie set
+// by any process is accepted by every other, and a rotation signs nobody out. Retired keys' secrets stay
+// accepted, as retired keys stay published.
+import { createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
 import type { JWK } from "jose";
+import type KeyGrip from "keygrip";
+import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import type { Logger } from "../logger.ts";
+import { SIGNING_KEY_TOPIC } from "../oauth/signing-keys.ts";
 
-/** One 32-byte secret per private signing key, newest active key first (oidc-provider signs with the first). */
-export function deriveCookieKeys(signingKeys: JWK[]): Buffer[] {
+export class CookieKeys {
+  /** The secret this process signs with: the one of the key active when it started. */
+  readonly signing: Buffer;
+  #accepted: Buffer[];
+  readonly #load: () => Promise<JWK[]>;
+  readonly #log: Logger;
+  /** Reloads started; only the latest one's result is kept. */
+  #reloads = 0;
+
+  private constructor(keys: Buffer[], load: () => Promise<JWK[]>, log: Logger) {
+    this.signing = keys[0] as Buffer;
+    this.#accepted = keys;
+    this.#load = load;
+    this.#log = log;
+  }
+
+  /** Listens for rotations first, then loads: no rotation can fall between the two. */
+  static async create(load: () => Promise<JWK[]>, bus: InvalidationBus, log: Logger): Promise<CookieKeys> {
+    let keys: CookieKeys | undefined;
+    bus.on(SIGNING_KEY_TOPIC, () => void keys?.reload());
+    keys = new CookieKeys(deriveCookieKeys(await load()), load, log);
+    return keys;
+  }
+
+  /** Every secret a cookie may be signed with, this process's own first. */
+  get accepted(): readonly Buffer[] {
+    return this.#accepted;
+  }
+
+  /** Reads the keys again; on failure the secrets already accepted stay (logged). */
+  async reload(): Promise<void> {
+    const reload = ++this.#reloads;
+    try {
+      const keys = deriveCookieKeys(await this.#load());
+      if (reload !== this.#reloads) return;
+      this.#accepted = [this.signing, ...keys.filter((key) => !key.equals(this.signing))];
+    } catch (error) {
+      this.#log.error({ err: error }, "cookie keys: could not reload the signing keys; keeping those loaded");
+    }
+  }
+
+  /**
+   * The cookies' signer, for oidc-provider's `cookies.keys` (keygrip's interface): signs with this process's
+   * secret, verifies with every accepted one. Its signatures are keygrip's own (HMAC-SHA1 keyed with the secret's
+   * base64url text), so cookies signed by a keygrip over the same secrets stay valid.
+   */
+  readonly keygrip: KeyGrip = {
+    sign: (data) => signCookie(data, this.signing),
+    verify: (data, digest) => this.keygrip.index(data, digest) >= 0,
+    index: (data, digest) => this.#accepted.findIndex((key) => sameText(signCookie(data, key), digest)),
+  };
+}
+
+/** One 32-byte secret per private signing key, in the keys' order. */
+function deriveCookieKeys(signingKeys: JWK[]): Buffer[] {
   const keys = signingKeys
     .filter((jwk) => typeof jwk.d === "string")
     .map((jwk) =>
@@ -21,4 +85,13 @@ export function deriveCookieKeys(signingKeys: JWK[]): Buffer[] {
     );
   if (!keys.length) throw new Error("no private signing key to derive cookie keys from");
   return keys;
+}
+
+function signCookie(data: string, key: Buffer): string {
+  return createHmac("sha1", key.toString("base64url")).update(data).digest("base64url");
+}
+
+function sameText(expected: string, presented: string): boolean {
+  const [a, b] = [Buffer.from(expected), Buffer.from(presented)];
+  return a.length === b.length && timingSafeEqual(a, b);
 }

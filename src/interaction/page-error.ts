@@ -25,3 +25,6 @@ export const badForm = () =>
     "Form expired",
     "This form has expired or was not sent from this Deputy page. Go back, reload the page and try again.",
   );
+
+export const alreadyAnswered = () =>
+  new PageError(409, "Already answered", "This request has already been answered.");

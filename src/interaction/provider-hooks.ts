@@ -10,6 +10,7 @@ import type { PrismaClient } from "../generated/prisma/client.ts";
 import { validateAgentTask } from "./agent-task.ts";
 import { cibaHooks, type PendingApprovals } from "./ciba.ts";
 import { readCookie, SESSION_COOKIE } from "./cookies.ts";
+import type { CookieKeys } from "./keys.ts";
 import { type Pages, pageHeaders } from "./pages.ts";
 import { authorizationRequestPolicy } from "./request-policy.ts";
 import { type SubjectTokenDeps, subjectTokenClaims, subjectTokenResource } from "./subject-token-hook.ts";
@@ -23,7 +24,7 @@ export interface ProviderHookDeps {
   sessions: UiSessionStore;
   pending: PendingApprovals;
   pages: Pages;
-  cookieKeys: Buffer[];
+  cookieKeys: CookieKeys;
 }
 
 export type ProviderHooks = ReturnType<typeof createProviderHooks>;
@@ -38,7 +39,7 @@ export function createProviderHooks(deps: ProviderHookDeps) {
     maxDelegationSeconds: config.maxDelegationSeconds,
   };
   return {
-    cookieKeys: deps.cookieKeys.map((key) => key.toString("base64url")),
+    cookieKeys: deps.cookieKeys.keygrip,
 
     /** People are accounts; only active people can be signed in or issued tokens for. */
     async findAccount(_ctx: KoaContextWithOIDC, id: string): Promise<Account | undefined> {

@@ -17,7 +17,8 @@ import type { PendingApprovals } from "./ciba.ts";
 import { clearCookie, LOGIN_NONCE_COOKIE, readCookie, SESSION_COOKIE, setCookie } from "./cookies.ts";
 import { anonymousSecret, csrfToken, csrfValid } from "./csrf.ts";
 import type { RevokeDelegation } from "./end-delegation.ts";
-import { badForm, expiredRequest, PageError } from "./page-error.ts";
+import type { CookieKeys } from "./keys.ts";
+import { alreadyAnswered, badForm, expiredRequest, PageError } from "./page-error.ts";
 import type { Pages } from "./pages.ts";
 import type { UiSession, UiSessionStore } from "./ui-sessions.ts";
 
@@ -55,8 +56,8 @@ export interface WebDeps {
   pending: PendingApprovals;
   pages: Pages;
   authenticator: Authenticator;
-  /** Derived from the signing keys (keys.ts): binds the login form's CSRF token to the visitor's nonce. */
-  serverKey: Buffer;
+  /** Derived from the signing keys: bind the login form's CSRF token to the visitor's nonce. */
+  cookieKeys: CookieKeys;
   log: Logger;
   services: PeopleUiServices;
 }
@@ -134,15 +135,24 @@ export function requireCsrf(secret: Buffer, purpose: string, form: URLSearchPara
   if (!csrfValid(secret, purpose, form.get("csrf"))) throw badForm();
 }
 
-/** The anonymous visitor's login-form secret, creating their nonce cookie when they have none. */
-export function loginFormSecret(ctx: Context, deps: WebDeps, create: boolean): Buffer | undefined {
-  let nonce = readCookie(ctx.get("cookie"), LOGIN_NONCE_COOKIE);
-  if (!nonce) {
-    if (!create) return undefined;
-    nonce = randomBytes(24).toString("base64url");
-    setCookie(ctx, LOGIN_NONCE_COOKIE, nonce, { secure: secureCookies(deps.config) });
-  }
-  return anonymousSecret(deps.serverKey, nonce);
+/** The anonymous visitor's nonce for the login form, creating their nonce cookie when they have none. */
+function loginNonce(ctx: Context, deps: WebDeps): string {
+  const nonce = readCookie(ctx.get("cookie"), LOGIN_NONCE_COOKIE);
+  if (nonce) return nonce;
+  const created = randomBytes(24).toString("base64url");
+  setCookie(ctx, LOGIN_NONCE_COOKIE, created, { secure: secureCookies(deps.config) });
+  return created;
+}
+
+/**
+ * Refuses (403) a login form whose CSRF token is not bound to this browser's nonce under one of the cookie keys
+ * (whichever process rendered the form).
+ */
+export function requireLoginCsrf(ctx: Context, deps: WebDeps, purpose: string, form: URLSearchParams): void {
+  const nonce = readCookie(ctx.get("cookie"), LOGIN_NONCE_COOKIE);
+  if (!nonce) throw badForm();
+  const bound = (key: Buffer) => csrfValid(anonymousSecret(key, nonce), purpose, form.get("csrf"));
+  if (!deps.cookieKeys.accepted.some(bound)) throw badForm();
 }
 
 /** Variables every signed-in page's layout needs: the person and the sign-out form's token. */
@@ -156,15 +166,14 @@ export function layoutVariables(ctx: Context, section?: string): Record<string, 
 }
 
 export function loginCsrf(ctx: Context, deps: WebDeps, purpose: string): string {
-  return csrfToken(loginFormSecret(ctx, deps, true) as Buffer, purpose);
+  return csrfToken(anonymousSecret(deps.cookieKeys.signing, loginNonce(ctx, deps)), purpose);
 }
 
 /** Claims the right to answer a request once: a second answer (replay, double click, race) is refused. */
 export async function answerOnce(deps: WebDeps, key: string): Promise<{ release(): Promise<void> }> {
   const redisKey = `${deps.config.redisPrefix}ui:answered:${key}`;
   const claimed = await deps.redis.set(redisKey, "1", "EX", 3600, "NX");
-  if (claimed !== "OK")
-    throw new PageError(409, "Already answered", "This request has already been answered.");
+  if (claimed !== "OK") throw alreadyAnswered();
   return {
     release: async () => {
       await deps.redis.del(redisKey);

@@ -32,11 +32,16 @@ export interface SigningKeySummary {
 
 /** Private JWKs for oidc-provider's `jwks` (the active key first), creating the first key when there is none. */
 export async function loadSigningKeys(prisma: PrismaClient): Promise<JWK[]> {
-  const rows = await prisma.$transaction(async (tx) => {
+  return prisma.$transaction(async (tx) => {
     await lockSigningKeys(tx);
     if (!(await tx.signingKey.count({ where: { active: true } }))) await createSigningKey(tx);
-    return tx.signingKey.findMany({ orderBy: ACTIVE_FIRST, select: { privateJwk: true } });
+    return loadPrivateKeys(tx);
   });
+}
+
+/** The private JWKs of every key, the active one first: what the browser's cookie keys are derived from. */
+export async function loadPrivateKeys(db: Prisma.TransactionClient): Promise<JWK[]> {
+  const rows = await db.signingKey.findMany({ orderBy: ACTIVE_FIRST, select: { privateJwk: true } });
   return rows.map((row) => row.privateJwk as JWK);
 }
 

@@ -3,16 +3,15 @@ import { Router } from "@koa/router";
 import type { Context } from "koa";
 import type { Person } from "../../generated/prisma/client.ts";
 import { clearCookie, SESSION_COOKIE } from "../cookies.ts";
-import { badForm } from "../page-error.ts";
 import {
   auditContext,
   endProviderSession,
   layoutVariables,
   loginCsrf,
-  loginFormSecret,
   readForm,
   redirect,
   requireCsrf,
+  requireLoginCsrf,
   secureCookies,
   signedIn,
   startSession,
@@ -71,9 +70,7 @@ export async function handleLogin(
   form: URLSearchParams,
   options: { action: string; purpose: string; returnTo?: string; agentName?: string; formTargets?: string[] },
 ): Promise<Person | undefined> {
-  const secret = loginFormSecret(ctx, deps, false);
-  if (!secret) throw badForm();
-  requireCsrf(secret, options.purpose, form);
+  requireLoginCsrf(ctx, deps, options.purpose, form);
   const email = form.get("email") ?? "";
   const result = await deps.authenticator.signIn(auditContext(ctx, "anonymous"), email, form.get("password"));
   if (!result.ok) {

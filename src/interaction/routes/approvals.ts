@@ -108,30 +108,30 @@ export function approvalsRoutes(deps: WebDeps): Router {
       String(request.clientId),
       (request.params ?? {}) as Record<string, unknown>,
     );
-    const claim = await answerOnce(deps, `ciba:${id}`);
+    const requestRef = `ciba:${id}`;
+    const claim = await answerOnce(deps, requestRef);
     const context = auditContext(ctx, current.person.email);
     try {
       if (decision.approve) {
-        const approval = await approveRequest(
-          { provider, delegations: deps.delegations, untaskedSeconds: deps.config.untaskedDelegationSeconds },
+        await approveRequest(
+          deps,
           context,
-          current.person.id,
-          agent,
-          asked,
-          decision,
+          { personId: current.person.id, agent, request: asked, decision, requestRef },
+          async (approval) => {
+            await provider.backchannelResult(request, approval.grant, { rar: approval.rar });
+            // A CIBA approval of high-risk scopes is also the person's fresh step-up approval of them (policy).
+            for (const { resource, scopes } of highRiskGranted(agent, approval.delegation)) {
+              await deps.services.recordStepUp?.(context, {
+                personId: current.person.id,
+                agentClientId: agent.clientId,
+                resource,
+                scopes,
+                requestRef: request.jti,
+                delegation: approval.delegation,
+              });
+            }
+          },
         );
-        await provider.backchannelResult(request, approval.grant, { rar: approval.rar });
-        // A CIBA approval of high-risk scopes is also the person's fresh step-up approval of them (policy).
-        for (const { resource, scopes } of highRiskGranted(agent, approval.delegation)) {
-          await deps.services.recordStepUp?.(context, {
-            personId: current.person.id,
-            agentClientId: agent.clientId,
-            resource,
-            scopes,
-            requestRef: request.jti,
-            delegation: approval.delegation,
-          });
-        }
       } else {
         await recordDenial(deps.audit, context, current.person.email, asked, "ciba");
         // CIBA Core §11: the agent polling the token endpoint learns of the refusal as access_denied.

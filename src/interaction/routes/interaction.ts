@@ -159,26 +159,19 @@ export function interactionRoutes(deps: WebDeps): Router {
       String(details.params.client_id),
       details.params,
     );
-    const claim = await answerOnce(deps, `interaction:${details.uid}`);
+    const requestRef = `interaction:${details.uid}`;
+    const claim = await answerOnce(deps, requestRef);
     const context = auditContext(ctx, current.person.email);
     try {
       let returnTo: string;
       if (decision.approve) {
-        const approval = await approveRequest(
-          {
-            provider,
-            delegations: deps.delegations,
-            untaskedSeconds: deps.config.untaskedDelegationSeconds,
-          },
+        returnTo = await approveRequest(
+          deps,
           context,
-          current.person.id,
-          agent,
-          request,
-          decision,
+          { personId: current.person.id, agent, request, decision, requestRef },
+          (approval) =>
+            provider.interactionResult(ctx.req, ctx.res, { consent: { grantId: approval.grant.jti } }),
         );
-        returnTo = await provider.interactionResult(ctx.req, ctx.res, {
-          consent: { grantId: approval.grant.jti },
-        });
       } else {
         await recordDenial(deps.audit, context, current.person.email, request, "browser");
         // RFC 6749 §4.1.2.1: the person's refusal reaches the agent as access_denied.
