@@ -81,6 +81,23 @@ describe.each(BACKENDS)("agent co-owners on %s", (backend) => {
     expect(await auditOf(agent.client_id, "agent.update")).toHaveLength(4);
   });
 
+  it("lists by owner the agents a person owns or co-owns, each once", async () => {
+    const [owner, ann, ben] = (await people(3)) as [Person, Person, Person];
+    const owned = await createAgent(server, ann.email, grants());
+    const coOwned = await createAgent(server, owner.email, grants(), { co_owners: [ben.email, ann.email] });
+    await createAgent(server, owner.email, grants(), { co_owners: [ben.email] });
+    const listed = await server.admin("GET", `/agents?owner=${encodeURIComponent(ann.email.toUpperCase())}`);
+    expect(listed.status, JSON.stringify(listed.body)).toBe(200);
+    const clientIds = (listed.body.agents as { client_id: string }[]).map((agent) => agent.client_id);
+    expect(clientIds).toEqual([owned.client_id, coOwned.client_id]);
+    expect(listed.body.agents[1]).toEqual((await server.admin("GET", `/agents/${coOwned.client_id}`)).body);
+    const suspended = await server.admin(
+      "GET",
+      `/agents?status=suspended&owner=${encodeURIComponent(ann.email)}`,
+    );
+    expect(suspended.body.agents).toEqual([]);
+  });
+
   it("refuses hostile co-owners with 400, changing nothing", async () => {
     const [owner, ann, leaver] = (await people(3)) as [Person, Person, Person];
     expect((await server.admin("POST", `/people/${leaver.email}/offboard`, { reason: "left" })).status).toBe(

@@ -134,7 +134,29 @@ describe.each(BACKENDS)("an approval is made once or not at all, on %s", (backen
           { grant_type: CIBA_GRANT, auth_req_id: id },
           { authorization: basicAuth(s.agent.client_id, s.agent.client_secret) },
         );
-      return { id, approve, poll };
+      const list = () => client.follow("/approvals");
+      return { id, approve, poll, list };
+    }
+
+    /**
+     * Approves while oidc-provider's CIBA result fails as Redis would, `once` (finishing the request) or `always`
+     * (ending it as denied too); the approval is not completed.
+     */
+    async function approveWhileRedisFails(
+      approve: () => Promise<{ status: number; body: string }>,
+      taskId: string,
+      failing: "once" | "always",
+    ) {
+      const finish = vi.spyOn(server.deputy.provider, "backchannelResult");
+      const down = new Error("Connection is closed.");
+      if (failing === "once") finish.mockRejectedValueOnce(down);
+      else finish.mockRejectedValue(down);
+      try {
+        await expectNotCompleted(await approve(), taskId, 503);
+        expect(finish).toHaveBeenCalledTimes(2);
+      } finally {
+        finish.mockRestore();
+      }
     }
 
     it("makes one delegation from an approval submitted again while the first is being finished", async () => {
@@ -159,24 +181,31 @@ describe.each(BACKENDS)("an approval is made once or not at all, on %s", (backen
       expect(stored?.extra).toMatchObject({ delegation: { id: delegation?.id } });
     });
 
-    it("revokes the delegation of an approval whose request could not be finished, and refuses it again", async () => {
+    it("revokes the delegation of an approval whose request could not be finished, and ends the request as denied", async () => {
       const s = await createScenario(server);
-      const { approve, poll } = await pendingApproval(s, "failed-ciba");
-      // Redis fails as the request is being finished.
-      const finish = vi
-        .spyOn(server.deputy.provider, "backchannelResult")
-        .mockRejectedValueOnce(new Error("Connection is closed."));
-      try {
-        await expectNotCompleted(await approve(), "failed-ciba", 503);
-      } finally {
-        finish.mockRestore();
-      }
-      expect((await poll()).body.error).toBe("authorization_pending");
+      const { approve, poll, list } = await pendingApproval(s, "failed-ciba");
+      // Redis fails as the request is being finished (only that once: ending it as denied succeeds).
+      await approveWhileRedisFails(approve, "failed-ciba", "once");
+      const polled = await poll();
+      expect(polled.status, JSON.stringify(polled.body)).toBe(400);
+      expect(polled.body.error).toBe("access_denied");
+      expect((await list()).body).not.toContain("failed-ciba");
 
       // Trying again cannot make a second delegation for the same request.
       const again = await approve();
-      expect(again.status, again.body).toBe(409);
+      expect(again.status, again.body).toBe(404);
       expect(await delegationsFor("failed-ciba")).toHaveLength(1);
+    });
+
+    it("still says the approval was not completed when the request cannot be ended as denied either", async () => {
+      const s = await createScenario(server);
+      const { approve, poll } = await pendingApproval(s, "down-ciba");
+      // Redis stays down: both finishing the request and ending it as denied fail.
+      await approveWhileRedisFails(approve, "down-ciba", "always");
+      expect((await poll()).body.error).toBe("authorization_pending");
+      const again = await approve();
+      expect(again.status, again.body).toBe(409);
+      expect(await delegationsFor("down-ciba")).toHaveLength(1);
     });
   });
 });

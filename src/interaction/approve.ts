@@ -64,20 +64,26 @@ const APPROVAL_NOT_COMPLETED = "the approval could not be completed";
 
 /**
  * Makes the approval (Grant + Delegation), then `finish`es the request with it (oidc-provider's interaction or
- * CIBA result). If finishing fails, the delegation is revoked and the person is told nothing was delegated.
+ * CIBA result). If finishing fails, the delegation is revoked, the request is `abandon`ed if given (best effort:
+ * a failure is logged, not raised) and the person is told nothing was delegated.
  */
 export async function approveRequest<T>(
   deps: ApprovalDeps,
   context: AuditContext,
   answer: Answer,
   finish: (approval: Approval) => Promise<T>,
+  abandon?: (reason: string) => Promise<void>,
 ): Promise<T> {
   const approval = await createApproval(deps, context, answer);
   try {
     return await finish(approval);
   } catch (error) {
-    deps.log.warn({ err: error, delegation: approval.delegation.id }, "approval could not be completed");
-    await deps.services.revokeDelegation(context, approval.delegation.id, APPROVAL_NOT_COMPLETED);
+    const delegation = approval.delegation.id;
+    deps.log.warn({ err: error, delegation }, "approval could not be completed");
+    await deps.services.revokeDelegation(context, delegation, APPROVAL_NOT_COMPLETED);
+    await abandon?.(APPROVAL_NOT_COMPLETED).catch((err: unknown) =>
+      deps.log.warn({ err, delegation }, "the request of an approval not completed could not be ended"),
+    );
     throw notCompleted(error);
   }
 }

@@ -242,11 +242,13 @@ export class AgentService {
     return clientSecret ? { ...view, client_secret: clientSecret } : view;
   }
 
+  /** Agents, oldest first; `owner` (an email) matches agents the person owns or co-owns. */
   async list(filter: { status?: Agent["status"]; owner?: string } = {}): Promise<AgentView[]> {
+    const email = filter.owner?.toLowerCase();
     const rows = await this.#prisma.agent.findMany({
       where: {
         status: filter.status,
-        owner: filter.owner ? { email: filter.owner.toLowerCase() } : undefined,
+        OR: email ? [{ owner: { email } }, { coOwners: { some: { person: { email } } } }] : undefined,
       },
       include: AGENT_INCLUDE,
       orderBy: { createdAt: "asc" },

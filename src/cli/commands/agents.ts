@@ -55,7 +55,7 @@ export function registerAgents(program: Command, cli: Cli): Command {
   agents
     .command("list")
     .addOption(new Option("--status <status>").choices(["pending", "active", "suspended", "retired"]))
-    .option("--owner <email>")
+    .option("--owner <email>", "only agents this person owns or co-owns")
     .action(async (o) => {
       const query = new URLSearchParams(
         Object.entries({ status: o.status, owner: o.owner }).filter(([, v]) => v) as [string, string][],

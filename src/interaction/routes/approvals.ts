@@ -131,6 +131,11 @@ export function approvalsRoutes(deps: WebDeps): Router {
               });
             }
           },
+          // The agent's next poll learns the approval failed (access_denied), and the request leaves /approvals.
+          async (reason) => {
+            await provider.backchannelResult(request, new errors.AccessDenied(reason));
+            await deps.pending.remove(current.person.id, id);
+          },
         );
       } else {
         await recordDenial(deps.audit, context, current.person.email, asked, "ciba");
