@@ -26,6 +26,8 @@ let agentId: string;
 let crm: Agent;
 let customersUri: string;
 let sarahToken: string;
+let delegationId: string;
+let otherDelegationId: string;
 
 beforeAll(async () => {
   server = await startServer("pglite");
@@ -40,18 +42,30 @@ beforeAll(async () => {
   agentId = agent.client_id;
   crm = agent;
   customersUri = customers.uri;
-  const { subjectToken } = await delegate(server, {
+  const { subjectToken, delegation } = await delegate(server, {
     personId: sarah.id,
     personEmail: sarah.email,
     agent: agent.client_id,
     scopes: ["customers.read", "mail.read"],
     resources: [customers.uri, mail.uri],
+    taskId: "q4-renewals",
   });
+  delegationId = delegation.id;
   for (const resource of [customers.uri, customers.uri, mail.uri]) {
     const done = await exchange(server, agent, { subject_token: subjectToken, resource });
     expect(done.status).toBe(200);
   }
   sarahToken = subjectToken;
+  // A second delegation for Sarah, with a task of its own and no exchanges.
+  const other = await delegate(server, {
+    personId: sarah.id,
+    personEmail: sarah.email,
+    agent: agent.client_id,
+    scopes: ["mail.read"],
+    resources: [mail.uri],
+    taskId: "inbox-cleanup",
+  });
+  otherDelegationId = other.delegation.id;
 });
 afterAll(async () => {
   await server?.close();
@@ -113,6 +127,16 @@ const sarahsQuestion = () => [
   yesterday(),
   "--to",
   today(),
+];
+
+/** The exchanges made under Sarah's first delegation. */
+const delegationsExchanges = () => [
+  "audit",
+  "query",
+  "--delegation",
+  delegationId,
+  "--action",
+  "token.exchange",
 ];
 
 describe("deputy audit", () => {
@@ -213,6 +237,39 @@ describe("deputy audit", () => {
     expect(order.stderr).toMatch(/^deputy: option '--order <order>' argument 'sideways' is invalid/);
   });
 
+  it("filters by delegation and by task, in queries, counts and exports", async () => {
+    const events = async (args: string[]) =>
+      JSON.parse(await ok(["--json", "audit", "query", ...args])).events;
+    const byDelegation = await events(["--delegation", delegationId]);
+    expect(byDelegation.length).toBeGreaterThanOrEqual(4);
+    for (const event of byDelegation) expect(event.delegation_id).toBe(delegationId);
+    expect(byDelegation.filter((e: any) => e.action === "token.exchange")).toHaveLength(3);
+    expect(await events(["--task", "q4-renewals"])).toEqual(byDelegation);
+    const other = await events(["--delegation", otherDelegationId]);
+    expect(other.length).toBeGreaterThan(0);
+    for (const event of other)
+      expect(event).toMatchObject({ delegation_id: otherDelegationId, task_id: "inbox-cleanup" });
+    expect(await events(["--task", "inbox-cleanup"])).toEqual(other);
+
+    const stats = await ok([...delegationsExchanges(), "--stats-by", "resource"]);
+    expect(stats).toMatch(
+      /^resource\s+count\nhttps:\/\/customers\.example\.com\s+2\nhttps:\/\/mail\.example\.com\s+1\n/,
+    );
+    expect(stats).toMatch(/total: 3 events\n$/);
+    const exported = (await ok(["audit", "export", "--task", "inbox-cleanup"])).trimEnd().split("\n");
+    expect(exported.map((line) => JSON.parse(line))).toEqual(other);
+
+    for (const [args, message] of [
+      [["--task", "t".repeat(201)], "task_id: at most 200 characters"],
+      [["--delegation", ""], "delegation_id: must not be empty"],
+    ] as const) {
+      const run = await deputy(["audit", "query", ...args]);
+      expect(run.code).toBe(1);
+      expect(run.stdout).toBe("");
+      expect(run.stderr).toBe(`deputy: invalid_request: ${message}\n`);
+    }
+  });
+
   it("answers the same one command once the period is archived, and refuses a missing archive", async () => {
     const question = sarahsQuestion();
     const before = (await ok(question)).trimEnd().split("\n");
@@ -233,6 +290,9 @@ describe("deputy audit", () => {
       new RegExp(`${agentId}\\s+token\\.exchange\\s+https://customers\\.example\\.com\\s+3\\n`),
     );
     expect(stats).toMatch(/total: 3 events\n$/);
+    // One delegation's exchanges, archived and hot alike.
+    const delegated = await ok(delegationsExchanges());
+    expect(delegated.trimEnd().split("\n").at(-1)).toBe("4 events");
 
     const [archive] = run.archives;
     const file = path.join(server.deputy.auditTrail.settings.archiveDir, archive?.file ?? "");

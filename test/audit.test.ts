@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDeputy } from "../src/app.ts";
 import { AUDIT_ARCHIVE_EVERY_SECONDS } from "../src/audit/audit-archive.ts";
 import { AUDIT_FIELDS } from "../src/audit/audit-event.ts";
+import { parseFilter } from "../src/audit/audit-query.ts";
 import { verifyEventLines } from "../src/audit/audit-verify.ts";
 import { loadConfig } from "../src/config.ts";
 import { tokenRef } from "../src/delegation/token-ref.ts";
@@ -42,6 +43,9 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
   let mail: Resource;
   let crm: Agent;
   let helper: Agent;
+  /** Sarah's and Bob's delegations: the one id and task each of their events carries. */
+  let sarahs: { id: string; taskId: string };
+  let bobs: { id: string; taskId: string };
 
   beforeAll(async () => {
     server = await startServer(backend, { DEPUTY_AUDIT_HOT_DAYS: "30" });
@@ -71,7 +75,9 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
       agent: crm.client_id,
       scopes: ["customers.read", "mail.read"],
       resources: [customers.uri, mail.uri],
+      taskId: `renewals-${backend}`,
     });
+    sarahs = { id: forSarah.delegation.id, taskId: `renewals-${backend}` };
     const first = await exchange(server, crm, {
       subject_token: forSarah.subjectToken,
       resource: customers.uri,
@@ -96,7 +102,9 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
       agent: crm.client_id,
       scopes: ["customers.read"],
       resources: [customers.uri],
+      taskId: `bobs-task-${backend}`,
     });
+    bobs = { id: forBob.delegation.id, taskId: `bobs-task-${backend}` };
     expect((await exchange(server, crm, { subject_token: forBob.subjectToken })).status).toBe(200);
   });
   afterAll(async () => {
@@ -319,6 +327,51 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
     expect(new Set(types.map((e: any) => e.type))).toEqual(new Set(["consent", "admin_change"]));
   });
 
+  it("filters by delegation and by task: exactly that one's events, in queries, counts and exports", async () => {
+    const seqs = async (column: string, value: string) =>
+      (
+        await sql<{ seq: string }>(`SELECT seq::text FROM audit_events WHERE ${column} = $1 ORDER BY seq`, [
+          value,
+        ])
+      ).map((row) => Number(row.seq));
+    for (const [param, column, mine, theirs] of [
+      ["delegation_id", "delegation_id", sarahs.id, bobs.id],
+      ["task_id", "task_id", sarahs.taskId, bobs.taskId],
+    ] as const) {
+      const { status, body } = await query({ [param]: mine, limit: "1000" });
+      expect(status, JSON.stringify(body)).toBe(200);
+      const expected = await seqs(column, mine);
+      expect(expected.length).toBeGreaterThanOrEqual(4);
+      expect(body.events.map((e: any) => e.seq)).toEqual(expected);
+      for (const event of body.events) expect(event[param]).toBe(mine);
+      expect(body.events.map((e: any) => e.action)).toContain("token.exchange");
+      // Nobody else's: Bob's delegation has its own, disjoint events.
+      const other = (await query({ [param]: theirs, limit: "1000" })).body.events;
+      expect(other.map((e: any) => e.seq)).toEqual(await seqs(column, theirs));
+      expect(other.length).toBeGreaterThan(0);
+      for (const event of other) expect(event.delegated_by).toBe(bob.email);
+      // Combined with the other filters, counted, and exported alike.
+      const exchanges = (await query({ [param]: mine, type: "exchange" })).body.events;
+      expect(exchanges.length).toBeGreaterThan(0);
+      for (const event of exchanges) expect(event).toMatchObject({ [param]: mine, type: "exchange" });
+      const stats = await query({ [param]: mine, stats_by: "delegated_by" });
+      expect(stats.status, JSON.stringify(stats.body)).toBe(200);
+      expect(stats.body.total).toBe(expected.length);
+      expect(stats.body.groups).toEqual([{ delegated_by: sarah.email, count: expected.length }]);
+      const exported = await fetch(
+        `${server.url}/admin/v1/audit/export?${new URLSearchParams({ [param]: mine })}`,
+        {
+          headers: { authorization: `Bearer ${await server.adminToken()}` },
+        },
+      );
+      expect(exported.status).toBe(200);
+      const lines = (await exported.text()).trimEnd().split("\n");
+      expect(lines.map((line) => JSON.parse(line).seq)).toEqual(expected);
+    }
+    expect((await query({ delegation_id: "00000000-0000-4000-8000-000000000000" })).body.events).toEqual([]);
+    expect((await query({ task_id: sarahs.taskId.toUpperCase() })).body.events).toEqual([]);
+  });
+
   it("counts by agent, action and resource", async () => {
     const { status, body } = await query({
       delegated_by: sarah.email,
@@ -373,11 +426,35 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
     [{ stats_by: "agent", limit: "5" }, /^stats_by counts every match: drop limit/],
     [{ person: "sarah@example.com" }, /^unknown parameter person \(known: delegated_by, agent/],
     [{ agent: "" }, /^agent: must not be empty/],
+    [{ delegation_id: "d".repeat(201) }, /^delegation_id: at most 200 characters/],
+    [{ task_id: "t".repeat(201) }, /^task_id: at most 200 characters/],
+    [{ task_id: "" }, /^task_id: must not be empty/],
   ])("refuses %o with 400 and says why", async (params, message) => {
     const { status, body } = await query(params as Record<string, string>);
     expect(status).toBe(400);
     expect(body.error).toBe("invalid_request");
     expect(body.error_description).toMatch(message);
+  });
+
+  it("refuses a delegation or task id with a control character, wherever the filter comes from", async () => {
+    for (const hostile of [{ delegation_id: "a\u0000b" }, { task_id: "task\u0000" }] as Record<
+      string,
+      string
+    >[])
+      expect((await query(hostile)).status).toBe(400);
+    // Over HTTP the query string is refused first (NUL and the rest never reach a handler); the filter refuses
+    // them itself too.
+    for (const [values, message] of [
+      [{ delegation_id: "a\u0000b" }, "delegation_id: must not contain control characters"],
+      [{ task_id: "task\u0000" }, "task_id: must not contain control characters"],
+      [{ task_id: "t\u001b[31m" }, "task_id: must not contain control characters"],
+    ] as const) {
+      expect(() => parseFilter(values)).toThrow(message);
+    }
+    expect(parseFilter({ delegation_id: " d-1 ", task_id: "t-1" })).toEqual({
+      delegationId: "d-1",
+      taskId: "t-1",
+    });
   });
 
   it("refuses a parameter given twice, and a cursor from the other order", async () => {
@@ -624,6 +701,8 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
       { agent: crm.client_id, action: "token.*", decision: "allow" },
       { resource: "https://CUST*.example.com", type: "exchange,consent" },
       { delegated_by: sarah.email, resource: "mail.example.com", to: today() },
+      { delegation_id: sarahs.id },
+      { task_id: sarahs.taskId, type: "exchange" },
     ];
     const answered = async () =>
       Promise.all(filters.map(async (filter) => (await query({ ...filter, limit: "1000" })).body.events));
@@ -666,6 +745,23 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
     fromDatabase.forEach((before, i) => {
       expect(fromArchives[i]?.slice(0, before.length), JSON.stringify(filters[i])).toEqual(before);
     });
+    // A delegation's and a task's events, all archived now, are still exactly theirs, and counted.
+    expect(
+      await sql("SELECT 1 FROM audit_events WHERE delegation_id = $1 OR task_id = $2", [
+        sarahs.id,
+        sarahs.taskId,
+      ]),
+    ).toEqual([]);
+    expect(fromArchives[3]).toEqual(fromDatabase[3]);
+    expect(fromArchives[4]).toEqual(fromDatabase[4]);
+    for (const [filter, answer] of [
+      [filters[3], fromArchives[3]],
+      [filters[4], fromArchives[4]],
+    ] as const) {
+      const counted = await query({ ...filter, stats_by: "type" });
+      expect(counted.status, JSON.stringify(counted.body)).toBe(200);
+      expect(counted.body.total).toBe(answer?.length);
+    }
     for (const event of events) expect(Object.keys(event)).toEqual([...AUDIT_FIELDS]);
 
     // Counts include the archived events.

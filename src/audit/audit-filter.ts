@@ -15,6 +15,10 @@ export interface AuditFilter {
   /** Action; `*` wildcards allowed (e.g. `token.*`). */
   action?: string;
   decision?: "allow" | "deny";
+  /** The delegation the event happened under (exact). */
+  delegationId?: string;
+  /** The task the event happened for (exact). */
+  taskId?: string;
   types?: string[];
   from?: Date;
   /** Exclusive upper bound. */
@@ -65,7 +69,8 @@ export function compileFilter(filter: AuditFilter): CompiledFilter {
 
 function filterClauses(filter: AuditFilter): Clause[] {
   const clauses: Clause[] = [];
-  const { delegatedBy, agent, resource, action, decision, types, from, before } = filter;
+  const { delegatedBy, agent, resource, action, decision, delegationId, taskId, types, from, before } =
+    filter;
   if (delegatedBy)
     clauses.push({
       sql: (c) => `delegated_by = ${c.param(delegatedBy)}`,
@@ -84,6 +89,12 @@ function filterClauses(filter: AuditFilter): Clause[] {
   }
   if (decision)
     clauses.push({ sql: (c) => `decision = ${c.param(decision)}`, test: (e) => e.decision === decision });
+  if (delegationId)
+    clauses.push({
+      sql: (c) => `delegation_id = ${c.param(delegationId)}`,
+      test: (e) => e.delegation_id === delegationId,
+    });
+  if (taskId) clauses.push({ sql: (c) => `task_id = ${c.param(taskId)}`, test: (e) => e.task_id === taskId });
   if (types?.length)
     clauses.push({
       sql: (c) => `type IN (${types.map((type) => c.param(type)).join(", ")})`,

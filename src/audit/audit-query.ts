@@ -21,7 +21,18 @@ export const STAT_DIMENSIONS = {
 } as const;
 export type StatDimension = keyof typeof STAT_DIMENSIONS;
 
-const FILTER_PARAMETERS = ["delegated_by", "agent", "resource", "action", "decision", "type", "from", "to"];
+const FILTER_PARAMETERS = [
+  "delegated_by",
+  "agent",
+  "resource",
+  "action",
+  "decision",
+  "delegation_id",
+  "task_id",
+  "type",
+  "from",
+  "to",
+];
 export const MAX_PAGE = 1000;
 const MAX_GROUPS = 1000;
 /** Groups counted at once (the largest MAX_GROUPS are answered): bounds the memory of a count over archives. */
@@ -69,6 +80,8 @@ export function parseFilter(values: Record<string, string>): AuditFilter {
     if (decision !== "allow" && decision !== "deny") throw invalidRequest("decision: must be allow or deny");
     filter.decision = decision;
   }
+  filter.delegationId = text("delegation_id", 200);
+  filter.taskId = text("task_id", 200);
   const types = text("type", 500);
   if (types !== undefined) {
     const list = types.split(",").map((item) => item.trim());

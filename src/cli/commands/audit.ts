@@ -18,6 +18,8 @@ const FILTERS = [
   ],
   ["--action <pattern>", "action", "action, e.g. token.exchange or 'token.*'"],
   ["--decision <decision>", "decision", "allow or deny"],
+  ["--delegation <id>", "delegation_id", "events under this delegation"],
+  ["--task <id>", "task_id", "events for this task"],
   ["--type <types>", "type", "event types, comma-separated (exchange, consent, admin_change, …)"],
   ["--from <date>", "from", "YYYY-MM-DD (UTC day) or ISO 8601 date-time with a zone"],
   ["--to <date>", "to", "YYYY-MM-DD (through that day, UTC) or ISO 8601 date-time with a zone"],
