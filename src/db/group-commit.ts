@@ -104,8 +104,17 @@ export class GroupCommitWriter {
   }
 }
 
+const COLUMNS = new Map<string, string>();
+
 /** Prisma field names follow the schema's @map convention: camelCase fields, snake_case columns. */
-const column = (field: string) => field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+function column(field: string): string {
+  let name = COLUMNS.get(field);
+  if (name === undefined) {
+    name = field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+    COLUMNS.set(field, name);
+  }
+  return name;
+}
 
 /**
  * Inserts token lineage rows with one statement per shape of row, typed by the table's own row type
@@ -124,7 +133,9 @@ async function insertIssuedTokens(
       if (value !== undefined) record[column(field)] = value instanceof Date ? value.toISOString() : value;
     }
     const key = Object.keys(record).sort().join(",");
-    shapes.set(key, [...(shapes.get(key) ?? []), record]);
+    const same = shapes.get(key);
+    if (same) same.push(record);
+    else shapes.set(key, [record]);
   }
   let lock = lockChain;
   for (const [key, records] of shapes) {
