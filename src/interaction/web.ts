@@ -135,6 +135,22 @@ export function requireCsrf(secret: Buffer, purpose: string, form: URLSearchPara
   if (!csrfValid(secret, purpose, form.get("csrf"))) throw badForm();
 }
 
+/**
+ * A form the signed-in person posted, its CSRF token checked for `purpose`; a visitor who is no longer signed
+ * in is told `signedOut` (what to sign in again for).
+ */
+export async function personForm(
+  ctx: Context,
+  purpose: string,
+  signedOut: string,
+): Promise<{ form: URLSearchParams; current: { person: Person; session: UiSession } }> {
+  const form = await readForm(ctx);
+  const current = signedIn(ctx);
+  if (!current) throw new PageError(403, "Signed out", signedOut);
+  requireCsrf(current.session.csrfSecret, purpose, form);
+  return { form, current };
+}
+
 /** The anonymous visitor's nonce for the login form, creating their nonce cookie when they have none. */
 function loginNonce(ctx: Context, deps: WebDeps): string {
   const nonce = readCookie(ctx.get("cookie"), LOGIN_NONCE_COOKIE);

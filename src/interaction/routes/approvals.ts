@@ -14,10 +14,9 @@ import {
   answerOnce,
   auditContext,
   layoutVariables,
-  readForm,
+  personForm,
   redirect,
   redirectToLogin,
-  requireCsrf,
   signedIn,
   type WebDeps,
 } from "../web.ts";
@@ -90,11 +89,8 @@ export function approvalsRoutes(deps: WebDeps): Router {
   });
 
   router.post("/:id", async (ctx: Context) => {
-    const form = await readForm(ctx);
-    const current = signedIn(ctx);
-    if (!current) throw new PageError(403, "Signed out", "Sign in again to answer this request.");
     const id = ctx.params.id ?? "";
-    requireCsrf(current.session.csrfSecret, `ciba:${id}`, form);
+    const { form, current } = await personForm(ctx, `ciba:${id}`, "Sign in again to answer this request.");
     const decision = readDecision(form);
     const request = await pendingRequest(current.person.id, id);
     if (!request)

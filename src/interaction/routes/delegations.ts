@@ -12,10 +12,9 @@ import { PageError } from "../page-error.ts";
 import {
   auditContext,
   layoutVariables,
-  readForm,
+  personForm,
   redirect,
   redirectToLogin,
-  requireCsrf,
   signedIn,
   type WebDeps,
 } from "../web.ts";
@@ -88,11 +87,8 @@ export function delegationsRoutes(deps: WebDeps): Router {
   });
 
   router.post("/:id/revoke", async (ctx: Context) => {
-    const form = await readForm(ctx);
-    const current = signedIn(ctx);
-    if (!current) throw new PageError(403, "Signed out", "Sign in again to revoke a delegation.");
     const id = ctx.params.id ?? "";
-    requireCsrf(current.session.csrfSecret, `revoke:${id}`, form);
+    const { current } = await personForm(ctx, `revoke:${id}`, "Sign in again to revoke a delegation.");
     const revoked =
       isUuid(id) &&
       (await revokeOwnDelegation(
