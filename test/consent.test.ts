@@ -711,6 +711,15 @@ describe("people approve delegation (HTTP)", () => {
         where: { taskId: "mine-listed" },
       });
       const action = `/delegations/${delegation.id}/revoke`;
+      // Without a session the form's token is not enough: nothing is revoked.
+      const anonymous = await new CookieClient(server.url).request(action, {
+        form: { csrf: hiddenField(page.body, "csrf", action) },
+      });
+      expect(anonymous.status).toBe(403);
+      expect(anonymous.body).toContain("Sign in again to revoke a delegation.");
+      expect(
+        (await server.deputy.db.prisma.delegation.findUniqueOrThrow({ where: { id: delegation.id } })).status,
+      ).toBe("active");
       const revoked = await client.request(action, {
         form: { csrf: hiddenField(page.body, "csrf", action) },
       });
