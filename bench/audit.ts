@@ -12,7 +12,7 @@
 //
 // Everything runs on loopback, bounded in time; every process, database, Redis prefix and directory it creates
 // is removed at the end, also on failure or Ctrl-C.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import os from "node:os";
@@ -37,11 +37,11 @@ import {
   freePort,
   onCleanup,
   redisPrefix,
+  startServer,
   tempDir,
 } from "./harness.ts";
 import { closedLoop, type LoadResult, percentile, type Target } from "./load.ts";
 
-const ROOT = path.resolve(import.meta.dirname, "..");
 const POSTGRES_ADMIN_URL = process.env.BENCH_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
 const ADMIN_SECRET = randomBytes(32).toString("base64url");
@@ -60,11 +60,6 @@ const GOALS = { auditCost: 0.15, sustainedRate: SUSTAINED_RATE };
 // ---------------------------------------------------------------------------------------------------------
 // Cleanup
 
-const children = new Set<ChildProcess>();
-process.on("exit", () => {
-  for (const child of children)
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-});
 cleanUpOnSignals();
 
 // ---------------------------------------------------------------------------------------------------------
@@ -129,42 +124,6 @@ function cpuSeconds(pid: number | undefined): number {
   }
 }
 
-async function startServer(env: Record<string, string>) {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.add(child);
-  let output = "";
-  const keep = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-20_000);
-  };
-  child.stdout?.on("data", keep);
-  child.stderr?.on("data", keep);
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill("SIGTERM");
-    if (!(await Promise.race([exited.then(() => true), sleep(20_000).then(() => false)]))) {
-      child.kill("SIGKILL");
-      await exited;
-    }
-  };
-  onCleanup(`stop server pid ${child.pid}`, stop);
-  const url = `http://127.0.0.1:${env.PORT}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`server exited during start-up:\n${output}`);
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) break;
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`server did not become healthy in 60 s:\n${output}`);
-    await sleep(200);
-  }
-  return { url, child, stop };
-}
-
 const basic = (id: string, secret: string) =>
   `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString("base64")}`;
 
@@ -211,7 +170,9 @@ const failures: string[] = [];
 
 async function exchangeRun(env: Record<string, string>, fixture: Fixture, mode: "audited" | "off") {
   const database = env.DATABASE_URL ? new URL(env.DATABASE_URL).pathname.slice(1) : undefined;
-  const server = await startServer(mode === "off" ? { ...env, DEPUTY_BENCH_AUDIT_OFF: "1" } : env);
+  const server = await startServer(mode === "off" ? { ...env, DEPUTY_BENCH_AUDIT_OFF: "1" } : env, [], {
+    benchNodeFlags: false,
+  });
   try {
     const target = exchangeTarget(server.url, fixture);
     const probe = await fetch(new URL(target.path, target.base), {

@@ -226,13 +226,18 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts `src/main.ts` with `env` (plus PATH and HOME) and waits until it is healthy; stopped at clean-up.
+ * `benchNodeFlags: false` leaves out BENCH_NODE_FLAGS (the revocation and audit benchmarks do not take them).
+ */
 export async function startServer(
   env: Record<string, string>,
   nodeFlags: string[] = [],
+  { benchNodeFlags = true }: { benchNodeFlags?: boolean } = {},
 ): Promise<ServerProcess> {
   const spawnedAt = Date.now();
   // BENCH_NODE_FLAGS: extra V8/Node flags for the server processes (e.g. to try a workaround).
-  const extra = (process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean);
+  const extra = benchNodeFlags ? (process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean) : [];
   const child = spawn(process.execPath, [...extra, ...nodeFlags, "--import", "tsx", "src/main.ts"], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },

@@ -9,19 +9,25 @@
 //      revoked by RFC 7009 revocation of its root; and a task of 1,001 tokens ended by `complete`. Reported: the
 //      request, then every descendant checked inactive on the other process.
 // Everything created here (processes, database, Redis keys, directories) is removed at the end, also on failure.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { createDeputy, type Deputy } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
 import { issueSubjectToken } from "../src/delegation/subject-token.ts";
 import { createLogger } from "../src/logger.ts";
-import { cleanUp, cleanUpOnSignals, createDatabase, freePort, onCleanup, redisPrefix } from "./harness.ts";
+import {
+  cleanUp,
+  cleanUpOnSignals,
+  createDatabase,
+  freePort,
+  onCleanup,
+  redisPrefix,
+  startServer as startHarnessServer,
+} from "./harness.ts";
 
-const ROOT = path.resolve(import.meta.dirname, "..");
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
 const TASKS = Number(process.env.BENCH_REVOCATION_TASKS ?? 200);
 const SUBTREE = 1_000;
@@ -35,48 +41,18 @@ const GOALS = { propagationP99Ms: 100, subtreeMs: 1_000 };
 // ---------------------------------------------------------------------------------------------------------
 // Cleanup.
 
-const children = new Set<ChildProcess>();
 /** The last output of each server process, shown if the benchmark fails. */
 const outputs = new Map<string, () => string>();
-process.on("exit", () => {
-  for (const child of children)
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-});
 cleanUpOnSignals();
 
 async function startServer(env: Record<string, string>): Promise<string> {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.add(child);
-  let output = "";
-  const keep = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-20_000);
-  };
-  child.stdout?.on("data", keep);
-  child.stderr?.on("data", keep);
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  onCleanup(`stop server pid ${child.pid}`, async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill("SIGTERM");
-    if (!(await Promise.race([exited.then(() => true), sleep(20_000).then(() => false)]))) {
-      child.kill("SIGKILL");
-      await exited;
-    }
-  });
-  const url = `http://127.0.0.1:${env.PORT}`;
-  outputs.set(url, () => `exit ${child.exitCode ?? "-"} signal ${child.signalCode ?? "-"}\n${output}`);
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`server exited during start-up:\n${output}`);
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) return url;
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`server not healthy in 60 s:\n${output}`);
-    await sleep(200);
-  }
+  const server = await startHarnessServer(env, [], { benchNodeFlags: false });
+  const { child } = server;
+  outputs.set(
+    server.url,
+    () => `exit ${child.exitCode ?? "-"} signal ${child.signalCode ?? "-"}\n${server.stderr()}`,
+  );
+  return server.url;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 // `deputy audit …` as people run it: `node bin/deputy.js` in a child process against a real server. The
 // auditor's question — "customer data accessed by agents on behalf of Sarah in a period" — in one command,
 // counts, exports to a file that verifies on its own, verification, holds and archiving, and clear errors.
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AUDIT_FIELDS } from "../src/audit/audit-event.ts";
+import { runDeputy } from "./helpers/cli.ts";
 import {
   type Agent,
   createAgent,
@@ -15,9 +15,7 @@ import {
   delegate,
   exchange,
 } from "./helpers/scenario.ts";
-import { ADMIN_SECRET, startServer, type TestServer } from "./helpers/server.ts";
-
-const REPO = path.resolve(import.meta.dirname, "..");
+import { startServer, type TestServer } from "./helpers/server.ts";
 
 let server: TestServer;
 let scratch: string;
@@ -72,36 +70,8 @@ afterAll(async () => {
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
-function deputy(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["bin/deputy.js", ...args], {
-      cwd: REPO,
-      env: {
-        PATH: process.env.PATH ?? "",
-        HOME: process.env.HOME ?? "",
-        DEPUTY_URL: server.url,
-        DEPUTY_BOOTSTRAP_ADMIN_SECRET: ADMIN_SECRET,
-        DEPUTY_DATA_DIR: scratch,
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on("data", (chunk) => {
-      stderr += chunk;
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`deputy ${args.join(" ")} did not finish in time`));
-    }, 20_000);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function deputy(args: string[]) {
+  return runDeputy(server.url, args, { DEPUTY_DATA_DIR: scratch });
 }
 
 async function ok(args: string[]): Promise<string> {

@@ -1,22 +1,13 @@
 // The `deputy` CLI as people run it: `node bin/deputy.js …` in a child process, against a real server.
 // Spawns run one at a time (each loads tsx, ~0.5 s); the server runs in this process (startServer).
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type CliRun, runDeputy } from "./helpers/cli.ts";
 import { basicAuth, postForm } from "./helpers/oauth.ts";
 import { ADMIN_SECRET, freePort, startServer, type TestServer } from "./helpers/server.ts";
-
-const REPO = path.resolve(import.meta.dirname, "..");
-const SPAWN_TIMEOUT_MS = 20_000;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 let server: TestServer;
 let scratch: string;
@@ -33,45 +24,9 @@ afterAll(async () => {
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
-/** Runs the CLI with a minimal environment (overrides with `undefined` remove a variable). */
-function deputy(args: string[], overrides: Record<string, string | undefined> = {}): Promise<Run> {
-  const env: Record<string, string> = {};
-  const base: Record<string, string | undefined> = {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME,
-    DEPUTY_URL: server.url,
-    DEPUTY_BOOTSTRAP_ADMIN_SECRET: ADMIN_SECRET,
-    DEPUTY_DATA_DIR: emptyDataDir,
-    ...overrides,
-  };
-  for (const [key, value] of Object.entries(base)) if (value !== undefined) env[key] = value;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["bin/deputy.js", ...args], {
-      cwd: REPO,
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on("data", (chunk) => {
-      stderr += chunk;
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`deputy ${args.join(" ")} did not finish within ${SPAWN_TIMEOUT_MS} ms`));
-    }, SPAWN_TIMEOUT_MS);
-    child.on("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+/** Runs the CLI against the server, with no bootstrap file to fall back to (`undefined` removes a variable). */
+function deputy(args: string[], overrides: Record<string, string | undefined> = {}): Promise<CliRun> {
+  return runDeputy(server.url, args, { DEPUTY_DATA_DIR: emptyDataDir, ...overrides });
 }
 
 /** A successful run: exit 0, nothing on stderr. */

@@ -1,13 +1,11 @@
 // `deputy policy …` as people run it: a child process against a real server, through the admin API.
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { runDeputy } from "./helpers/cli.ts";
 import { createResource } from "./helpers/scenario.ts";
-import { ADMIN_SECRET, startServer, type TestServer } from "./helpers/server.ts";
-
-const REPO = path.resolve(import.meta.dirname, "..");
+import { startServer, type TestServer } from "./helpers/server.ts";
 
 let server: TestServer;
 let scratch: string;
@@ -22,36 +20,8 @@ afterAll(async () => {
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
-function deputy(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["bin/deputy.js", ...args], {
-      cwd: REPO,
-      env: {
-        PATH: process.env.PATH,
-        HOME: process.env.HOME,
-        DEPUTY_URL: server.url,
-        DEPUTY_BOOTSTRAP_ADMIN_SECRET: ADMIN_SECRET,
-        DEPUTY_DATA_DIR: scratch,
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on("data", (chunk) => {
-      stderr += chunk;
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`deputy ${args.join(" ")} did not finish`));
-    }, 20_000);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function deputy(args: string[]) {
+  return runDeputy(server.url, args, { DEPUTY_DATA_DIR: scratch });
 }
 
 function file(name: string, text: string): string {

@@ -1,13 +1,12 @@
 // Revocation over real HTTP, Redis and both databases: task completion by the agent (HTTP Basic and
 // private_key_jwt), the delayed task-end job, RFC 7009 subtree cascades, suspension (and the emergency stop),
 // offboarding, admin revocation, the recheck of exchanges in flight, and failed jobs made visible.
-import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { issueSubjectToken } from "../src/delegation/subject-token.ts";
+import { runDeputy } from "./helpers/cli.ts";
 import { basicAuth, postForm } from "./helpers/oauth.ts";
 import {
   type Agent,
@@ -19,33 +18,11 @@ import {
   introspect,
   type Resource,
 } from "./helpers/scenario.ts";
-import { ADMIN_SECRET, BACKENDS, startServer, type TestServer } from "./helpers/server.ts";
-
-const REPO = path.resolve(import.meta.dirname, "..");
+import { BACKENDS, startServer, type TestServer } from "./helpers/server.ts";
 
 /** Runs the `deputy` CLI against `server`; resolves with its exit code and output. */
 function cli(server: TestServer, args: string[]) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, ["bin/deputy.js", ...args], {
-      cwd: REPO,
-      env: {
-        PATH: process.env.PATH ?? "",
-        HOME: process.env.HOME ?? "",
-        DEPUTY_URL: server.url,
-        DEPUTY_BOOTSTRAP_ADMIN_SECRET: ADMIN_SECRET,
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on("data", (chunk) => {
-      stderr += chunk;
-    });
-    child.once("exit", (code) => resolve({ code, stdout, stderr }));
-  });
+  return runDeputy(server.url, args);
 }
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
