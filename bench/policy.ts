@@ -236,10 +236,10 @@ async function startSetup(count: number) {
     for (const env of envs) Object.assign(env, { NODE_ENV: "test", DEPUTY_BENCH_AUDIT_OFF: "1" });
   }
   const fixture = await seed(envs[0] as Record<string, string>);
-  const flags = process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? [];
   const servers: ServerProcess[] = [];
   for (const env of envs) {
-    const server = await startServer(env, flags);
+    // The harness adds BENCH_NODE_FLAGS to every server it starts.
+    const server = await startServer(env);
     servers.push(server);
     running.push(server);
   }
