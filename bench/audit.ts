@@ -25,9 +25,9 @@ import { exportChunks } from "../src/audit/audit-export.ts";
 import { AuditLog } from "../src/audit/audit-log.ts";
 import { iterateEvents } from "../src/audit/audit-query.ts";
 import { verifyAuditTrail } from "../src/audit/audit-verify.ts";
+import { GroupCommitWriter } from "../src/audit/group-commit.ts";
 import { loadConfig } from "../src/config.ts";
 import { type Database, openDatabase } from "../src/db/connect.ts";
-import { GroupCommitWriter } from "../src/db/group-commit.ts";
 import { issueSubjectToken } from "../src/delegation/subject-token.ts";
 import { createLogger } from "../src/logger.ts";
 import {

@@ -3,9 +3,9 @@
 // audit events naming the admin), escaping, strict headers, and bad input shown as a page, never a 500.
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SESSION_COOKIE } from "../src/interaction/cookies.ts";
-import { csrfToken } from "../src/interaction/csrf.ts";
-import { UiSessionStore } from "../src/interaction/ui-sessions.ts";
+import { SESSION_COOKIE } from "../src/pages/cookies.ts";
+import { csrfToken } from "../src/pages/csrf.ts";
+import { UiSessionStore } from "../src/pages/ui-sessions.ts";
 import { CookieClient, expectStrictPage, hiddenField, PASSWORD, signIn } from "./consent-helpers.ts";
 import {
   type Agent,

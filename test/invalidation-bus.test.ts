@@ -6,8 +6,8 @@ import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ALL, createInvalidationBus, type InvalidationTopic } from "../src/events/invalidation-bus.ts";
 import { ClientStore } from "../src/oauth/client-store.ts";
+import { ALL, createInvalidationBus, type InvalidationTopic } from "../src/redis/invalidation-bus.ts";
 import { createAgent, createPerson } from "./helpers/scenario.ts";
 import { startServer, type TestServer } from "./helpers/server.ts";
 

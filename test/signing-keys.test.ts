@@ -16,11 +16,11 @@ import {
 } from "jose";
 import Keygrip from "keygrip";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { ALL, type InvalidationBus } from "../src/events/invalidation-bus.ts";
-import { CookieKeys } from "../src/interaction/keys.ts";
 import { createLogger } from "../src/logger.ts";
 import { PublishedKeys } from "../src/oauth/published-keys.ts";
 import { rotateSigningKey } from "../src/oauth/signing-keys.ts";
+import { CookieKeys } from "../src/pages/keys.ts";
+import { ALL, type InvalidationBus } from "../src/redis/invalidation-bus.ts";
 import {
   agentTask,
   authorizeUrl,

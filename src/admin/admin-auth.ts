@@ -3,8 +3,8 @@ import type { Context, Next } from "koa";
 import type Provider from "oidc-provider";
 import type { AuditContext } from "../audit/audit-log.ts";
 import { ApiError } from "../http/api-error.ts";
+import { ADMIN_RESOURCE, ADMIN_SCOPE } from "../http/oauth-constants.ts";
 import type { ClientStore } from "../oauth/client-store.ts";
-import { ADMIN_RESOURCE, ADMIN_SCOPE } from "../oauth/constants.ts";
 
 declare module "koa" {
   interface DefaultState {

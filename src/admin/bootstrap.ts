@@ -4,8 +4,8 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import type { AuditLog } from "../audit/audit-log.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
+import { ADMIN_SCOPE } from "../http/oauth-constants.ts";
 import type { Logger } from "../logger.ts";
-import { ADMIN_SCOPE } from "../oauth/constants.ts";
 import { generateClientSecret, hashClientSecret, verifyClientSecret } from "../security/secrets.ts";
 
 export const BOOTSTRAP_CLIENT_ID = "deputy-admin";

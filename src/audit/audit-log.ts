@@ -3,9 +3,9 @@
 // hash chain inside their transaction (audit-chain.ts).
 import { randomUUID } from "node:crypto";
 import type { Context } from "koa";
-import type { GroupCommitWriter, PendingRows } from "../db/group-commit.ts";
 import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import { appendToChain, prismaTx, type UnsealedAuditEvent } from "./audit-chain.ts";
+import type { GroupCommitWriter, PendingRows } from "./group-commit.ts";
 
 /**
  * What an event is about. `introspection` records introspection refusals; `evaluation` per-action (AuthZEN)

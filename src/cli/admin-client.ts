@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { BOOTSTRAP_CLIENT_ID, BOOTSTRAP_FILE } from "../admin/bootstrap.ts";
-import { ADMIN_SCOPE } from "../oauth/constants.ts";
+import { ADMIN_SCOPE } from "../http/oauth-constants.ts";
 
 export class CliError extends Error {}
 

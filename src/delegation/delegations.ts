@@ -4,9 +4,9 @@
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import { TtlCache } from "../cache/ttl-cache.ts";
 import { isUuid } from "../db/ids.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { Delegation, PrismaClient } from "../generated/prisma/client.ts";
 import { invalidRequest } from "../http/api-error.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 
 /** What an exchange needs to know about a delegation, in one cached object. */
 export interface DelegationState {

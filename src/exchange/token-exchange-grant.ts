@@ -1,7 +1,7 @@
 // RFC 8693 token exchange for delegation: the steps run in this order; any step may refuse.
 import type { KoaContextWithOIDC } from "oidc-provider";
 import type { AuditEventInput } from "../audit/audit-log.ts";
-import { TOKEN_EXCHANGE_GRANT } from "../oauth/constants.ts";
+import { TOKEN_EXCHANGE_GRANT } from "../http/oauth-constants.ts";
 import { auditContext, describeExchange } from "./exchange-audit.ts";
 import type { ExchangeDeps, ExchangeState } from "./exchange-state.ts";
 import { applyPolicy } from "./steps/apply-policy.ts";

@@ -1,7 +1,7 @@
 // The storage adapter handed to oidc-provider: clients come from the registry, everything else from Redis.
 import type { Redis } from "ioredis";
+import { type Adapter, createRedisAdapterFactory } from "../redis/redis-adapter.ts";
 import type { ClientStore } from "./client-store.ts";
-import { type Adapter, createRedisAdapterFactory } from "./redis-adapter.ts";
 
 /** An oidc-provider adapter factory: called once per model name. */
 export function createProviderAdapter(

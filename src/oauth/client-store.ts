@@ -5,10 +5,10 @@
 // primary owner (src/registry/offboarding.ts), so the agent keeps authenticating.
 
 import { TtlCache } from "../cache/ttl-cache.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import { AGENT_TASK } from "../delegation/agent-task.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
-import { AGENT_TASK } from "../interaction/agent-task.ts";
-import { CIBA_GRANT, TOKEN_EXCHANGE_GRANT } from "./constants.ts";
+import { CIBA_GRANT, TOKEN_EXCHANGE_GRANT } from "../http/oauth-constants.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 
 export type ClientKind = "agent" | "resource_server" | "service";
 

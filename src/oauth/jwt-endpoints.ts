@@ -5,9 +5,9 @@
 // the audit middleware (provider-audit.ts), so that the audit sees its answers.
 import type Provider from "oidc-provider";
 import { type Client, errors, type KoaContextWithOIDC } from "oidc-provider";
-import { revokeJwt } from "../revocation/rfc7009.ts";
 import { introspectJwt, type JwtIntrospectionDeps } from "./introspection.ts";
 import { refusedJwtAt } from "./provider-internals.ts";
+import { revokeJwt } from "./rfc7009.ts";
 
 type Deps = Omit<JwtIntrospectionDeps, "provider">;
 type Endpoint = (

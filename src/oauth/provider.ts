@@ -2,18 +2,18 @@
 import type { JWK } from "jose";
 import Provider, { type Configuration, errors, interactionPolicy } from "oidc-provider";
 import type { Config } from "../config.ts";
+import { AGENT_TASK } from "../delegation/agent-task.ts";
 import type { DelegationStore } from "../delegation/delegations.ts";
 import { isDelegatedTokenClaims } from "../delegation/token-claims.ts";
+import { ADMIN_RESOURCE, ADMIN_SCOPE } from "../http/oauth-constants.ts";
 import { trustProxies } from "../http/proxy.ts";
-import { AGENT_TASK } from "../interaction/agent-task.ts";
-import type { ProviderHooks } from "../interaction/provider-hooks.ts";
+import type { ProviderHooks } from "../pages/provider-hooks.ts";
+import type { Adapter } from "../redis/redis-adapter.ts";
 import type { ResourceCatalog } from "../registry/resource-catalog.ts";
-import { revokeIssuedToken } from "../revocation/rfc7009.ts";
 import type { ClientStore } from "./client-store.ts";
-import { ADMIN_RESOURCE, ADMIN_SCOPE } from "./constants.ts";
 import { mayIntrospect } from "./introspection.ts";
 import { useHashedClientSecrets } from "./provider-internals.ts";
-import type { Adapter } from "./redis-adapter.ts";
+import { revokeIssuedToken } from "./rfc7009.ts";
 
 export interface ProviderDeps {
   config: Config;

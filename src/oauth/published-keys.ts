@@ -4,7 +4,7 @@
 // it reload, at most once every UNKNOWN_KID_RELOAD_MS, so a lost message cannot leave a process refusing tokens
 // signed with a newer key, and tokens with made-up kids cannot hammer the database.
 import { createLocalJWKSet, type JWK, type JWTVerifyGetKey, errors as joseErrors } from "jose";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import { SIGNING_KEY_TOPIC } from "./signing-keys.ts";
 
 const TTL_MS = 60_000;

@@ -5,8 +5,8 @@
 import { randomUUID } from "node:crypto";
 import { exportJWK, generateKeyPair, type JWK } from "jose";
 import { type AuditContext, type AuditLog, TRANSACTION_OPTIONS } from "../audit/audit-log.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 
 export const SIGNING_ALG = "ES256";
 /** The invalidation topic that tells every process the keys changed. */

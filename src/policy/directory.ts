@@ -1,7 +1,8 @@
 // What policies may know about agents (name, purpose, owner), cached in-process and dropped on any change to
 // a client (the same invalidation the client store listens to).
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
+
 import type { PrismaClient } from "../generated/prisma/client.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 
 export interface AgentFacts {
   clientId: string;

@@ -3,13 +3,13 @@
 // the admin API and the CIBA approval handler use it.
 import type { Redis } from "ioredis";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import { exchangePolicy } from "../exchange/exchange-policy.ts";
 import type { ExchangePolicy } from "../exchange/exchange-state.ts";
 import type { PrismaClient, StepUpApproval } from "../generated/prisma/client.ts";
 import type { Logger } from "../logger.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import { AgentDirectory } from "./directory.ts";
 import { type ContainAgent, PolicyEngine } from "./engine.ts";
-import { exchangePolicy } from "./exchange-policy.ts";
 import { PolicyStore } from "./policy-store.ts";
 import { type StepUpApprovalInput, StepUpService } from "./step-up.ts";
 import { UsageTracker } from "./usage.ts";

@@ -3,11 +3,11 @@
 // check as a safety net for a missed message). Applying validates first: an invalid set is never stored.
 import { createHash } from "node:crypto";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
-import { ALL, type InvalidationBus } from "../events/invalidation-bus.ts";
+import { isUniqueViolation } from "../db/prisma-errors.ts";
 import type { PolicyVersion, PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError, notFound } from "../http/api-error.ts";
 import type { Logger } from "../logger.ts";
-import { isUniqueViolation } from "../registry/prisma-errors.ts";
+import { ALL, type InvalidationBus } from "../redis/invalidation-bus.ts";
 import {
   buildSchema,
   type CompiledPolicySet,

@@ -7,11 +7,11 @@
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
-import { ALL, type InvalidationBus } from "../events/invalidation-bus.ts";
+import { isUniqueViolation } from "../db/prisma-errors.ts";
 import type { PrismaClient, VelocityRule } from "../generated/prisma/client.ts";
 import { conflict, notFound } from "../http/api-error.ts";
 import type { Logger } from "../logger.ts";
-import { isUniqueViolation } from "../registry/prisma-errors.ts";
+import { ALL, type InvalidationBus } from "../redis/invalidation-bus.ts";
 import { POLICY_TOPIC } from "./policy-store.ts";
 
 export const ANY = "*";

@@ -3,7 +3,6 @@
 import { randomBytes } from "node:crypto";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import { isUuid } from "../db/ids.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type {
   Agent,
   AgentCoOwner,
@@ -14,6 +13,7 @@ import type {
   ResourceServer,
 } from "../generated/prisma/client.ts";
 import { ApiError, invalidRequest, notFound } from "../http/api-error.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import type { RevocationService, RevocationSummary } from "../revocation/revocations.ts";
 import { generateClientSecret, hashClientSecret } from "../security/secrets.ts";
 

@@ -2,13 +2,13 @@
 
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import { isUuid } from "../db/ids.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import { isUniqueViolation } from "../db/prisma-errors.ts";
 import type { Person, PrismaClient } from "../generated/prisma/client.ts";
 import { conflict, notFound } from "../http/api-error.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import type { PendingRevocation, RevocationService } from "../revocation/revocations.ts";
 import { hashPassword } from "../security/secrets.ts";
 import { releaseAgents } from "./offboarding.ts";
-import { isUniqueViolation } from "./prisma-errors.ts";
 
 export interface PersonView {
   id: string;

@@ -1,8 +1,8 @@
 // Resource servers by URI with their scopes: a read-through cache in front of the registry, dropped on change.
 
 import { TtlCache } from "../cache/ttl-cache.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 
 export interface CatalogScope {
   name: string;

@@ -3,11 +3,11 @@
 import { randomBytes } from "node:crypto";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import { isUuid } from "../db/ids.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
+import { isUniqueViolation } from "../db/prisma-errors.ts";
 import type { PrismaClient, ResourceScope, ResourceServer } from "../generated/prisma/client.ts";
 import { conflict, notFound } from "../http/api-error.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import { generateClientSecret, hashClientSecret } from "../security/secrets.ts";
-import { isUniqueViolation } from "./prisma-errors.ts";
 
 export interface ScopeInput {
   name: string;

@@ -15,10 +15,10 @@
 // Both parts are idempotent: running a revocation again changes nothing and audits nothing, but cleans Redis again.
 import { randomUUID } from "node:crypto";
 import type { AuditContext, AuditEventInput, AuditLog } from "../audit/audit-log.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import type { RevocationJobs } from "../jobs/queue.ts";
 import type { Logger } from "../logger.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import type { TokenStore } from "./token-store.ts";
 
 export const TRIGGERS = [

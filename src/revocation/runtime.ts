@@ -8,15 +8,15 @@ import { AUDIT_ARCHIVE_EVERY_SECONDS, archiveAuditEvents } from "../audit/audit-
 import type { AuditLog } from "../audit/audit-log.ts";
 import type { Config } from "../config.ts";
 import type { DelegationStore } from "../delegation/delegations.ts";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { RevocationJobs } from "../jobs/queue.ts";
 import { type RunningWorker, startRevocationWorker } from "../jobs/worker.ts";
 import type { Logger } from "../logger.ts";
+import { registerRevocationCascade } from "../oauth/rfc7009.ts";
+import { type PersonAuthenticator, taskRoutes } from "../oauth/task-route.ts";
 import type { RedisConnection } from "../redis/connect.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import { RevocationService } from "./revocations.ts";
-import { registerRevocationCascade } from "./rfc7009.ts";
-import { type PersonAuthenticator, taskRoutes } from "./routes.ts";
 import { Sweeper } from "./sweep.ts";
 import { TaskService } from "./tasks.ts";
 import { createTokenStore, type TokenAdapters, type TokenStore } from "./token-store.ts";

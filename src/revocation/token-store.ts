@@ -4,7 +4,7 @@
 // with every token, code and refresh token the grant holds; the lineage never stores a token's id (an opaque
 // token's id is the token). JWT-format tokens are never stored: their revocation lives in the lineage alone.
 import type { Redis } from "ioredis";
-import { type Adapter, createRedisAdapterFactory } from "../oauth/redis-adapter.ts";
+import { type Adapter, createRedisAdapterFactory } from "../redis/redis-adapter.ts";
 
 /** How many Redis calls are in flight at once (ioredis pipelines them on one connection). */
 const BATCH = 500;

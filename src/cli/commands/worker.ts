@@ -21,7 +21,7 @@ export function registerWorker(program: Command, _cli: Cli): Command {
         throw error;
       }
       const { createLogger } = await import("../../logger.ts");
-      const { startWorkerProcess, WorkerSetupError } = await import("../../jobs/worker-process.ts");
+      const { startWorkerProcess, WorkerSetupError } = await import("../../worker.ts");
       const { RedisUnavailableError } = await import("../../redis/connect.ts");
       const log = createLogger(config.logLevel);
       let worker: Awaited<ReturnType<typeof startWorkerProcess>>;

@@ -1,7 +1,7 @@
 import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from "jose";
 import { errors } from "oidc-provider";
 import { actorChain } from "../../delegation/token-claims.ts";
-import { ACCESS_TOKEN_TYPE } from "../../oauth/constants.ts";
+import { ACCESS_TOKEN_TYPE } from "../../http/oauth-constants.ts";
 import { type ExchangeState, required } from "../exchange-state.ts";
 
 /**

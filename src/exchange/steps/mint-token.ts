@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { actClaim, type DelegatedTokenClaims, mayAct } from "../../delegation/token-claims.ts";
-import { TOKEN_EXCHANGE_GRANT } from "../../oauth/constants.ts";
+import { TOKEN_EXCHANGE_GRANT } from "../../http/oauth-constants.ts";
 import { resourceServer } from "../../oauth/provider-internals.ts";
 import { type ExchangeState, required } from "../exchange-state.ts";
 import { depthLimit } from "./check-depth.ts";

@@ -1,4 +1,4 @@
-import { ACCESS_TOKEN_TYPE } from "../../oauth/constants.ts";
+import { ACCESS_TOKEN_TYPE } from "../../http/oauth-constants.ts";
 import { type ExchangeState, required } from "../exchange-state.ts";
 
 /** RFC 8693 §2.2.1: issued_token_type is REQUIRED; token_type is Bearer or, when bound, DPoP (RFC 9449 §5). */

@@ -1,5 +1,5 @@
 import { errors } from "oidc-provider";
-import { ACCESS_TOKEN_TYPE } from "../../oauth/constants.ts";
+import { ACCESS_TOKEN_TYPE } from "../../http/oauth-constants.ts";
 import type { ExchangeState } from "../exchange-state.ts";
 
 const MAX_TOKEN_LENGTH = 8192;

@@ -13,15 +13,15 @@
 import { decodeJwt } from "jose";
 import type Provider from "oidc-provider";
 import type { KoaContextWithOIDC } from "oidc-provider";
-import { tokenRef } from "../delegation/token-ref.ts";
-import type { PrismaClient } from "../generated/prisma/client.ts";
-import type { Logger } from "../logger.ts";
 import {
   type AuditContext,
   type AuditEventInput,
   type AuditLog,
   providerRequestContext,
-} from "./audit-log.ts";
+} from "../audit/audit-log.ts";
+import { tokenRef } from "../delegation/token-ref.ts";
+import type { PrismaClient } from "../generated/prisma/client.ts";
+import type { Logger } from "../logger.ts";
 
 const INACTIVE = "inactive: the token is unknown, expired, revoked or not meant for this resource server";
 

@@ -11,9 +11,9 @@
 import { createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
 import type { JWK } from "jose";
 import type KeyGrip from "keygrip";
-import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { Logger } from "../logger.ts";
 import { SIGNING_KEY_TOPIC } from "../oauth/signing-keys.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 
 export class CookieKeys {
   /** The secret this process signs with: the one of the key active when it started. */

@@ -9,8 +9,8 @@ import { ApiError } from "../http/api-error.ts";
 import { jsonErrors, securityHeaders } from "../http/middleware.ts";
 import { isPlainText } from "../http/plain-text.ts";
 import type { Logger } from "../logger.ts";
+import type { TaskService } from "../revocation/tasks.ts";
 import { authenticateAgent } from "./agent-auth.ts";
-import type { TaskService } from "./tasks.ts";
 
 /**
  * The person's path: the id of the person signed in on this request, checking the session and the form's CSRF

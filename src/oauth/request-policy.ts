@@ -4,7 +4,7 @@
 // delegated on the resources it names.
 import type { Client, KoaContextWithOIDC } from "oidc-provider";
 import { errors } from "oidc-provider";
-import { agentTaskDetails } from "./agent-task.ts";
+import { agentTaskDetails } from "../delegation/agent-task.ts";
 
 export function authorizationRequestPolicy(issuer: string) {
   return async function checkAgentRequest(

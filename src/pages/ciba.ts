@@ -4,9 +4,9 @@ import type { Redis } from "ioredis";
 import type { Account, BackchannelAuthenticationRequest, Client, KoaContextWithOIDC } from "oidc-provider";
 import { errors } from "oidc-provider";
 import { type AuditLog, providerRequestContext } from "../audit/audit-log.ts";
+import { taskFromParams } from "../delegation/agent-task.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { isPlainText } from "../http/plain-text.ts";
-import { taskFromParams } from "./agent-task.ts";
 
 /** Pending requests per person: a sorted set of request ids scored by their expiry (epoch seconds). */
 export class PendingApprovals {

@@ -5,15 +5,19 @@ import type { Account, Client, KoaContextWithOIDC, ResourceServer } from "oidc-p
 import type { AuditLog } from "../audit/audit-log.ts";
 import type { Config } from "../config.ts";
 import { isUuid } from "../db/ids.ts";
+import { validateAgentTask } from "../delegation/agent-task.ts";
 import type { DelegationStore } from "../delegation/delegations.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
-import { validateAgentTask } from "./agent-task.ts";
+import { authorizationRequestPolicy } from "../oauth/request-policy.ts";
+import {
+  type SubjectTokenDeps,
+  subjectTokenClaims,
+  subjectTokenResource,
+} from "../oauth/subject-token-hook.ts";
 import { cibaHooks, type PendingApprovals } from "./ciba.ts";
 import { readCookie, SESSION_COOKIE } from "./cookies.ts";
 import type { CookieKeys } from "./keys.ts";
 import { type Pages, pageHeaders } from "./pages.ts";
-import { authorizationRequestPolicy } from "./request-policy.ts";
-import { type SubjectTokenDeps, subjectTokenClaims, subjectTokenResource } from "./subject-token-hook.ts";
 import type { UiSessionStore } from "./ui-sessions.ts";
 
 export interface ProviderHookDeps {

@@ -1,8 +1,9 @@
 // The token-exchange hook: every exchange is decided by the policy engine for each scope it would grant.
 // When the agent named no scope, high-risk scopes still waiting for the person's approval are left out of the
 // default rather than refusing the whole exchange; asked for by name, they are refused with the step-up advice.
-import type { ExchangePolicy, PolicyInput } from "../exchange/exchange-state.ts";
-import type { PolicyEngine } from "./engine.ts";
+
+import type { PolicyEngine } from "../policy/engine.ts";
+import type { ExchangePolicy, PolicyInput } from "./exchange-state.ts";
 
 export function exchangePolicy(engine: PolicyEngine): ExchangePolicy {
   const decide = (input: PolicyInput, scopes: string[]) => {

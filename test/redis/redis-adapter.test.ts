@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type AdapterConstructor, createRedisAdapterFactory } from "../../src/oauth/redis-adapter.ts";
+import { type AdapterConstructor, createRedisAdapterFactory } from "../../src/redis/redis-adapter.ts";
 
 const REDIS_URL = "redis://127.0.0.1:6379";
 const PREFIX = `test:redis-adapter:${randomUUID()}:`;

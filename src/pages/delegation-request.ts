@@ -1,6 +1,8 @@
 // What an agent asked a person for, read from the stored request (authorization request or CIBA request):
 // the agent, the scopes, the resource servers and the task. The same reading serves the consent page, the
 // approvals page and the approval itself, so what the person sees is what gets approved.
+
+import { type AgentTask, taskFromParams } from "../delegation/agent-task.ts";
 import type {
   Agent,
   Person,
@@ -8,7 +10,6 @@ import type {
   ResourceScope,
   ResourceServer,
 } from "../generated/prisma/client.ts";
-import { type AgentTask, taskFromParams } from "./agent-task.ts";
 import { PageError } from "./page-error.ts";
 
 export interface DelegationRequest {

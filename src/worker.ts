@@ -1,15 +1,15 @@
 // `deputy worker`: a process that runs only the revocation jobs, against the servers' PostgreSQL (DATABASE_URL)
 // and Redis (REDIS_URL, REDIS_PREFIX). Production servers then run with DEPUTY_WORKERS=off. It cannot use the
 // embedded database: PGlite belongs to the one server process that opened it.
-import { AuditLog } from "../audit/audit-log.ts";
-import type { Config } from "../config.ts";
-import { type Database, openDatabase } from "../db/connect.ts";
-import { GroupCommitWriter } from "../db/group-commit.ts";
-import { createInvalidationBus, type InvalidationBus } from "../events/invalidation-bus.ts";
-import type { Logger } from "../logger.ts";
-import { connectRedis, type RedisConnection } from "../redis/connect.ts";
-import { createRevocationRuntime, type RevocationRuntime } from "../revocation/runtime.ts";
-import { standaloneAdapters } from "../revocation/token-store.ts";
+import { AuditLog } from "./audit/audit-log.ts";
+import { GroupCommitWriter } from "./audit/group-commit.ts";
+import type { Config } from "./config.ts";
+import { type Database, openDatabase } from "./db/connect.ts";
+import type { Logger } from "./logger.ts";
+import { connectRedis, type RedisConnection } from "./redis/connect.ts";
+import { createInvalidationBus, type InvalidationBus } from "./redis/invalidation-bus.ts";
+import { createRevocationRuntime, type RevocationRuntime } from "./revocation/runtime.ts";
+import { standaloneAdapters } from "./revocation/token-store.ts";
 
 export class WorkerSetupError extends Error {}
 

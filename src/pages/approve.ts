@@ -7,9 +7,9 @@
 // delegation whose request could not be finished is revoked at once, so none is left active without a token.
 import { errors, type Grant } from "oidc-provider";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
+import { isUniqueViolation } from "../db/prisma-errors.ts";
+import { type ApprovedTaskDetail, approvedTaskDetail } from "../delegation/agent-task.ts";
 import type { Delegation } from "../generated/prisma/client.ts";
-import { isUniqueViolation } from "../registry/prisma-errors.ts";
-import { type ApprovedTaskDetail, approvedTaskDetail } from "./agent-task.ts";
 import { askedEnd, type DelegationRequest, type RequestingAgent } from "./delegation-request.ts";
 import { alreadyAnswered, PageError } from "./page-error.ts";
 import type { WebDeps } from "./web.ts";

@@ -6,6 +6,9 @@
 //
 // The transaction runs on the raw SQL runner when one is given (the server's): for these rows Prisma's
 // interactive transactions and createMany cost several times more than the SQL itself.
+
+import type { SqlRunner } from "../db/sql-runner.ts";
+import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import {
   appendToChain,
   CHAIN_LOCK_FROM_ITEM,
@@ -13,9 +16,7 @@ import {
   type ChainTx,
   prismaTx,
   type UnsealedAuditEvent,
-} from "../audit/audit-chain.ts";
-import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
-import type { SqlRunner } from "./sql-runner.ts";
+} from "./audit-chain.ts";
 
 export interface PendingRows {
   issuedTokens?: Prisma.IssuedTokenCreateManyInput[];

@@ -4,7 +4,7 @@
 import { Router } from "@koa/router";
 import type { Context } from "koa";
 import { isUuid } from "../../db/ids.ts";
-import { completeTaskPurpose } from "../../revocation/routes.ts";
+import { completeTaskPurpose } from "../../oauth/task-route.ts";
 import { csrfToken } from "../csrf.ts";
 import { revokeOwnDelegation } from "../end-delegation.ts";
 import { formatDuration, formatTime } from "../format.ts";

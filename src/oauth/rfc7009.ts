@@ -11,7 +11,7 @@ import { providerRequestContext } from "../audit/audit-log.ts";
 import { type JwtAccessTokenDeps, verifyJwtAccessToken } from "../delegation/jwt-access-token.ts";
 import { tokenRef } from "../delegation/token-ref.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
-import type { RevocationService } from "./revocations.ts";
+import type { RevocationService } from "../revocation/revocations.ts";
 
 interface Cascade {
   prisma: PrismaClient;
