@@ -1,7 +1,7 @@
 // Audit benchmark (`npm run bench` runs it last; alone: `npm run bench:audit`).
 //
 // 1. What auditing costs a token exchange: one server process at a time, on PGlite and then on PostgreSQL,
-//    alternately with full auditing and with DEPUTY_BENCH_AUDIT_OFF=1 (MEASUREMENT ONLY: the exchange's audit
+//    alternately with full auditing and with the audit-off entry (MEASUREMENT ONLY: the exchange's audit
 //    event is not written, its lineage row still is; the server refuses the setting unless NODE_ENV=test,
 //    so these servers run with NODE_ENV=test). Same machine, same data, same run; the ratio is the figure.
 // 2. What the hash chain costs the writer: events/s through group commit with the chain (advisory lock, head
@@ -28,9 +28,10 @@ import { verifyAuditTrail } from "../src/audit/audit-verify.ts";
 import { GroupCommitWriter } from "../src/audit/group-commit.ts";
 import { loadConfig } from "../src/config.ts";
 import { type Database, openDatabase } from "../src/db/connect.ts";
-import { issueSubjectToken } from "../src/delegation/subject-token.ts";
 import { createLogger } from "../src/logger.ts";
+import { issueSubjectToken } from "../src/oauth/issue-subject-token.ts";
 import {
+  AUDIT_OFF_ENTRY,
   cleanUp,
   cleanUpOnSignals,
   createDatabase,
@@ -170,8 +171,9 @@ const failures: string[] = [];
 
 async function exchangeRun(env: Record<string, string>, fixture: Fixture, mode: "audited" | "off") {
   const database = env.DATABASE_URL ? new URL(env.DATABASE_URL).pathname.slice(1) : undefined;
-  const server = await startServer(mode === "off" ? { ...env, DEPUTY_BENCH_AUDIT_OFF: "1" } : env, [], {
+  const server = await startServer(env, [], {
     benchNodeFlags: false,
+    entry: mode === "off" ? AUDIT_OFF_ENTRY : undefined,
   });
   try {
     const target = exchangeTarget(server.url, fixture);
@@ -222,7 +224,7 @@ interface ExchangeSetup {
 }
 
 async function exchangeSetup(setup: string, databaseUrl?: string): Promise<ExchangeSetup> {
-  console.log(`\n## token exchange, ${setup}: audited vs DEPUTY_BENCH_AUDIT_OFF=1 (measurement only)`);
+  console.log(`\n## token exchange, ${setup}: audited vs the audit-off entry (measurement only)`);
   const port = await freePort();
   const env: Record<string, string> = {
     NODE_ENV: "test",
@@ -276,8 +278,7 @@ async function openBenchDatabase(kind: "pglite" | "postgresql"): Promise<Databas
 }
 
 const event = (run: string, n: number) => ({
-  type: "exchange" as const,
-  action: run,
+  action: "token.exchange" as const,
   decision: "allow" as const,
   delegatedBy: "bench@example.com",
   agentChain: ["agt_bench_sub", "agt_bench"],
@@ -286,7 +287,7 @@ const event = (run: string, n: number) => ({
   scopesGranted: ["ledger.read"],
   delegationId: "7b0f8a1e-7f65-4c3e-9d55-0b5d1c2f9a10",
   taskId: "bench",
-  details: { jti: randomBytes(32).toString("base64url"), n },
+  details: { run, jti: randomBytes(32).toString("base64url"), n },
   agentClaim: "Reconcile this month's ledger entries for the person who asked",
 });
 
@@ -375,7 +376,7 @@ async function writerBench(kind: "pglite" | "postgresql"): Promise<WriterResult>
   console.log(`\n## audit writer, ${kind}`);
   const db = await openBenchDatabase(kind);
   const writer = new GroupCommitWriter(db.prisma, db.sql);
-  const audit = new AuditLog(db.prisma, writer);
+  const audit = new AuditLog(writer);
   await db.sql.exec("CREATE TABLE audit_events_plain (LIKE audit_events INCLUDING ALL)");
   const plain = new PlainBatcher(db);
   const context = { actor: "agt_bench_sub", requestId: "bench", clientAddress: "127.0.0.1" };
@@ -384,7 +385,7 @@ async function writerBench(kind: "pglite" | "postgresql"): Promise<WriterResult>
     return {
       id: randomUUID(),
       time: new Date().toISOString(),
-      type: e.type,
+      type: "exchange",
       action: e.action,
       decision: e.decision,
       actor: context.actor,
@@ -550,7 +551,7 @@ function markdown(exchanges: ExchangeSetup[], writers: WriterResult[]): string {
   const lines = [
     `Run ${m.date} on ${m.nproc} CPU (\`nproc\`), ${m.cpuModel}, Node ${m.node}; load generator in the benchmark process` +
       ` on the same machine. Token exchange: ${CONNECTIONS} connections, ${MEASURE_SECONDS} s per figure after a` +
-      ` ${WARMUP_SECONDS} s warm-up, ${EXCHANGE_ROUNDS} rounds alternating audited / DEPUTY_BENCH_AUDIT_OFF=1 (measurement only).` +
+      ` ${WARMUP_SECONDS} s warm-up, ${EXCHANGE_ROUNDS} rounds alternating audited / the audit-off entry (measurement only).` +
       " CPU per exchange counts the server process and, on PostgreSQL, its database backends.",
     "",
     "| setup | auditing | exchanges/s | p50 ms | p99 ms | server CPU (cores) | CPU ms / exchange |",

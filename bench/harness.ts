@@ -12,8 +12,8 @@ import { Redis } from "ioredis";
 import pg from "pg";
 import { createDeputy } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
-import { issueSubjectToken } from "../src/delegation/subject-token.ts";
 import { createLogger } from "../src/logger.ts";
+import { issueSubjectToken } from "../src/oauth/issue-subject-token.ts";
 import type { Target } from "./load.ts";
 
 export const ROOT = path.resolve(import.meta.dirname, "..");
@@ -226,19 +226,23 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
+/** A server entry that writes no exchange or decision events (audit-off-server.ts): MEASUREMENT ONLY. */
+export const AUDIT_OFF_ENTRY = "bench/audit-off-server.ts";
+
 /**
- * Starts `src/main.ts` with `env` (plus PATH and HOME) and waits until it is healthy; stopped at clean-up.
- * `benchNodeFlags: false` leaves out BENCH_NODE_FLAGS (the revocation and audit benchmarks do not take them).
+ * Starts `src/main.ts` (or `entry`) with `env` (plus PATH and HOME) and waits until it is healthy; stopped at
+ * clean-up. `benchNodeFlags: false` leaves out BENCH_NODE_FLAGS (the revocation and audit benchmarks do not take
+ * them).
  */
 export async function startServer(
   env: Record<string, string>,
   nodeFlags: string[] = [],
-  { benchNodeFlags = true }: { benchNodeFlags?: boolean } = {},
+  { benchNodeFlags = true, entry = "src/main.ts" }: { benchNodeFlags?: boolean; entry?: string } = {},
 ): Promise<ServerProcess> {
   const spawnedAt = Date.now();
   // BENCH_NODE_FLAGS: extra V8/Node flags for the server processes (e.g. to try a workaround).
   const extra = benchNodeFlags ? (process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean) : [];
-  const child = spawn(process.execPath, [...extra, ...nodeFlags, "--import", "tsx", "src/main.ts"], {
+  const child = spawn(process.execPath, [...extra, ...nodeFlags, "--import", "tsx", entry], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],

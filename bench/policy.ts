@@ -12,9 +12,10 @@
 import os from "node:os";
 import { createDeputy } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
-import { issueSubjectToken } from "../src/delegation/subject-token.ts";
 import { createLogger } from "../src/logger.ts";
+import { issueSubjectToken } from "../src/oauth/issue-subject-token.ts";
 import {
+  AUDIT_OFF_ENTRY,
   cleanUp,
   cleanUpOnSignals,
   cpuSeconds,
@@ -231,15 +232,13 @@ async function startSetup(count: number) {
   const ports = await Promise.all(Array.from({ length: count }, () => freePort()));
   const issuer = `http://127.0.0.1:${ports[0]}`;
   const envs = ports.map((port) => serverEnv({ port, issuer, dataDir: tempDir(), prefix, databaseUrl }));
-  if (process.env.BENCH_AUDIT_OFF === "1") {
-    // Measurement only: prices the decision path without its audit writes (refused unless NODE_ENV=test).
-    for (const env of envs) Object.assign(env, { NODE_ENV: "test", DEPUTY_BENCH_AUDIT_OFF: "1" });
-  }
+  // Measurement only: BENCH_AUDIT_OFF=1 prices the decision path without its audit writes.
+  const entry = process.env.BENCH_AUDIT_OFF === "1" ? AUDIT_OFF_ENTRY : undefined;
   const fixture = await seed(envs[0] as Record<string, string>);
   const servers: ServerProcess[] = [];
   for (const env of envs) {
     // The harness adds BENCH_NODE_FLAGS to every server it starts.
-    const server = await startServer(env);
+    const server = await startServer(env, [], { entry });
     servers.push(server);
     running.push(server);
   }

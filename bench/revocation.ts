@@ -16,8 +16,8 @@ import os from "node:os";
 import path from "node:path";
 import { createDeputy, type Deputy } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
-import { issueSubjectToken } from "../src/delegation/subject-token.ts";
 import { createLogger } from "../src/logger.ts";
+import { issueSubjectToken } from "../src/oauth/issue-subject-token.ts";
 import {
   cleanUp,
   cleanUpOnSignals,

@@ -1,10 +1,12 @@
-// Assembles a Deputy server: connections, registry services, oidc-provider and the HTTP routes.
-import { Router } from "@koa/router";
-import Koa from "koa";
+// The composition root: the one module that knows every other. It opens the connections, builds the services
+// bottom-up in the order of the layers (ARCHITECTURE.md), wires the ports (what oidc-provider asks of the pages,
+// what the registry asks of revocation) and mounts the HTTP surfaces from one table.
+import Koa, { type Context, type Next } from "koa";
 import compose from "koa-compose";
 import type Provider from "oidc-provider";
 import { ensureBootstrapAdmin } from "./admin/bootstrap.ts";
 import { adminRouter } from "./admin/routes.ts";
+import { auditArchiveJob } from "./audit/archive-job.ts";
 import { AuditLog } from "./audit/audit-log.ts";
 import { AuditTrail } from "./audit/audit-trail.ts";
 import { GroupCommitWriter } from "./audit/group-commit.ts";
@@ -13,19 +15,24 @@ import { authzenRouter, isAuthzenPath } from "./authzen/routes.ts";
 import type { Config } from "./config.ts";
 import { type Database, openDatabase } from "./db/connect.ts";
 import { DelegationStore } from "./delegation/delegations.ts";
-import { registerTokenExchange } from "./exchange/token-exchange-grant.ts";
+import { PresentedTokens } from "./delegation/presented-token.ts";
 import { accessLog, jsonErrors, requestId, securityHeaders } from "./http/middleware.ts";
 import { trustProxies } from "./http/proxy.ts";
+import { issuancePolicy } from "./issuance/issuance-policy.ts";
+import { createJobs, type Jobs } from "./jobs/jobs.ts";
+import type { JobQueue } from "./jobs/queue.ts";
 import type { Logger } from "./logger.ts";
 import { createProviderAdapter } from "./oauth/adapter.ts";
 import { ClientStore } from "./oauth/client-store.ts";
-import { servePublishedKeys } from "./oauth/jwks-route.ts";
-import { answerJwtAccessTokens } from "./oauth/jwt-endpoints.ts";
 import { createProvider } from "./oauth/provider.ts";
-import { auditProviderEndpoints } from "./oauth/provider-audit.ts";
+import { useProviderMiddlewares } from "./oauth/provider-middlewares.ts";
 import { PublishedKeys } from "./oauth/published-keys.ts";
+import { RevocationCascade } from "./oauth/rfc7009.ts";
 import { loadPrivateKeys, loadPublicKeys, loadSigningKeys } from "./oauth/signing-keys.ts";
-import { createPeopleUi } from "./pages/index.ts";
+import { storedAccessTokens } from "./oauth/stored-tokens.ts";
+import { isTaskPath, taskRoutes } from "./oauth/task-route.ts";
+import { registerTokenExchange } from "./oauth/token-exchange-grant.ts";
+import { createPeopleUi, isPagePath } from "./pages/index.ts";
 import { CookieKeys } from "./pages/keys.ts";
 import { createPolicyService, type PolicyService } from "./policy/policy-service.ts";
 import { connectRedis, type RedisConnection } from "./redis/connect.ts";
@@ -51,10 +58,20 @@ export interface Deputy {
   resources: ResourceServerService;
   agents: AgentService;
   revocation: RevocationRuntime;
+  jobs: JobQueue;
   close(): Promise<void>;
 }
 
-export async function createDeputy(config: Config, log: Logger): Promise<Deputy> {
+export interface DeputyOptions {
+  /** The audit writer over group commit (a benchmark prices auditing with one of its own; nothing else should). */
+  auditLog?: (writer: GroupCommitWriter) => AuditLog;
+}
+
+export async function createDeputy(
+  config: Config,
+  log: Logger,
+  options: DeputyOptions = {},
+): Promise<Deputy> {
   const db = await openDatabase({
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,
@@ -69,7 +86,7 @@ export async function createDeputy(config: Config, log: Logger): Promise<Deputy>
       allowPrivate: config.env === "development",
       log: (msg, fields) => log.info(fields ?? {}, msg),
     });
-    return await assemble(config, log, db, redis);
+    return await assemble(config, log, db, redis, options);
   } catch (error) {
     await redis?.close();
     await db.close();
@@ -77,24 +94,38 @@ export async function createDeputy(config: Config, log: Logger): Promise<Deputy>
   }
 }
 
-async function assemble(config: Config, log: Logger, db: Database, redis: RedisConnection): Promise<Deputy> {
+/** An HTTP surface of Deputy's own: the paths it answers and its middleware stack. */
+interface Surface {
+  name: string;
+  answers(path: string): boolean;
+  stack(ctx: Context, next: Next): Promise<unknown>;
+}
+
+async function assemble(
+  config: Config,
+  log: Logger,
+  db: Database,
+  redis: RedisConnection,
+  options: DeputyOptions,
+): Promise<Deputy> {
   const { prisma } = db;
-  const bus = await createInvalidationBus(redis.redis, redis.duplicate(), config.redisPrefix);
-  const writer = new GroupCommitWriter(prisma, db.sql);
-  const audit = new AuditLog(prisma, writer, {
-    measurementOnlySkipCommitEvents: config.audit.benchSkipEvents,
-  });
-  if (config.audit.benchSkipEvents)
-    log.warn("DEPUTY_BENCH_AUDIT_OFF: exchanges write NO audit events (benchmark measurement only)");
   if (config.issuer.startsWith("https://") && !config.trustedProxies)
     log.warn(
       "ISSUER is https but TRUST_PROXY is off: behind a TLS-terminating proxy, set TRUST_PROXY=on so that " +
         "endpoint URLs, DPoP checks and cookies follow the https the clients use",
     );
+
+  // Infrastructure and the audit trail.
+  const bus = await createInvalidationBus(redis.redis, redis.duplicate(), config.redisPrefix);
+  const writer = new GroupCommitWriter(prisma, db.sql);
+  const audit = options.auditLog?.(writer) ?? new AuditLog(writer);
   const auditTrail = new AuditTrail(prisma, audit, config.audit);
+  const jobs: Jobs = createJobs(redis, config.redisPrefix, log);
+
+  // Delegations and the registry.
+  const delegations = new DelegationStore(prisma, audit, bus, config.maxDelegationDepth);
   const clients = new ClientStore(prisma, bus);
   const catalog = new ResourceCatalog(prisma, bus);
-  const delegations = new DelegationStore(prisma, audit, bus, config.maxDelegationDepth);
   await ensureBootstrapAdmin({
     prisma,
     audit,
@@ -103,12 +134,25 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     log,
   });
 
-  // oidc-provider signs with the keys loaded at start, and the cookies with the secret of the active one; /jwks,
-  // Deputy's own verification and the cookie secrets accepted follow the database.
-  const signingKeys = await loadSigningKeys(prisma);
-  const cookieKeys = await CookieKeys.create(() => loadPrivateKeys(prisma), bus, log);
-  const published = new PublishedKeys(() => loadPublicKeys(prisma), bus);
-  const publicKeys = published.getKey;
+  // Revocation: task ends, suspensions, offboarding, RFC 7009 cascades, the sweep. It reaches the tokens in Redis
+  // through the storage adapter oidc-provider is given below.
+  const providerAdapter = createProviderAdapter(redis.redis, `${config.redisPrefix}oidc:`, clients);
+  const revocation = createRevocationRuntime({
+    settings: config,
+    prisma,
+    audit,
+    bus,
+    queue: jobs.queue,
+    log,
+    adapters: { accessTokens: providerAdapter("AccessToken"), grants: providerAdapter("Grant") },
+    delegations,
+  });
+  const { revocations } = revocation;
+  const people = new PeopleService(prisma, audit, bus, revocations);
+  const resources = new ResourceServerService(prisma, audit, bus);
+  const agents = new AgentService(prisma, audit, bus, revocations);
+
+  // Policy. Containment takes the registry's suspension path, so whatever suspension triggers applies.
   const policy = await createPolicyService({
     prisma,
     audit,
@@ -118,10 +162,17 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     issuer: config.issuer,
     stepUpWindowSeconds: config.stepUpWindowSeconds,
     log,
-    // Containment takes the registry's suspension path, so whatever suspension triggers applies.
     contain: async (context, clientId, reason) =>
       void (await agents.transition(context, clientId, "suspend", reason)),
   });
+
+  // oidc-provider signs with the keys loaded at start, and the cookies with the secret of the active one; /jwks,
+  // Deputy's own verification and the cookie secrets accepted follow the database.
+  const signingKeys = await loadSigningKeys(prisma);
+  const cookieKeys = await CookieKeys.create(() => loadPrivateKeys(prisma), bus, log);
+  const published = new PublishedKeys(() => loadPublicKeys(prisma), bus);
+
+  // The people's pages implement what oidc-provider asks of them (oauth/provider-hooks.ts).
   const peopleUi = createPeopleUi({
     config,
     prisma,
@@ -132,48 +183,53 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     cookieKeys,
     log,
   });
+  const cascade = new RevocationCascade({ prisma, revocations });
   const provider = createProvider({
     config,
-    adapter: createProviderAdapter(redis.redis, `${config.redisPrefix}oidc:`, clients),
+    prisma,
+    audit,
+    adapter: providerAdapter,
     clients,
     resources: catalog,
     delegations,
     signingKeys,
     hooks: peopleUi.hooks,
-  });
-  registerTokenExchange({
-    config,
-    provider,
-    prisma,
-    audit,
-    clients,
-    resources: catalog,
-    delegations,
-    signingKeys: publicKeys,
-    policy: policy.exchangePolicy,
-    policyVersion: policy.version,
+    cascade,
   });
   provider.on("server_error", (_ctx, error) => log.error({ err: error }, "oidc-provider server error"));
-  auditProviderEndpoints(provider, { audit, prisma, log });
-  // After the audit middleware, so that the audit sees the answers it gives for JWTs.
-  answerJwtAccessTokens(provider, { prisma, delegations, signingKeys: publicKeys });
-  servePublishedKeys(provider, published);
-
-  // Revocation: task ends, suspensions, offboarding, RFC 7009 cascades, the sweep, and their BullMQ jobs.
-  const revocation = createRevocationRuntime({
-    ...{ config, prisma, audit, bus, redis, log, delegations, provider },
-    adapters: { accessTokens: provider.AccessToken.adapter, grants: provider.Grant.adapter },
+  const tokens = new PresentedTokens({
+    issuer: config.issuer,
+    prisma,
+    signingKeys: published.getKey,
+    stored: storedAccessTokens(provider),
   });
-  const people = new PeopleService(prisma, audit, bus, revocation.revocations);
-  const resources = new ResourceServerService(prisma, audit, bus);
-  const agents = new AgentService(prisma, audit, bus, revocation.revocations);
-
-  const own = new Router();
-  own.use(jsonErrors(log), securityHeaders);
-  own.get("/healthz", async (ctx) => {
-    await Promise.all([db.sql.query("SELECT 1"), redis.redis.ping()]);
-    ctx.body = { status: "ok" };
+  registerTokenExchange(provider, {
+    issuer: config.issuer,
+    prisma,
+    audit,
+    tokens,
+    resources: catalog,
+    delegations,
+    activeAgentDelegates: async (clientId) => {
+      const agent = await clients.find(clientId);
+      return agent ? ((agent.deputy_may_delegate_to as string[] | undefined) ?? []) : undefined;
+    },
+    policy: issuancePolicy(policy.engine),
+    policyVersion: policy.version,
+    tokenTtlCap: config.tokenTtlCap,
+    maxDelegationDepth: config.maxDelegationDepth,
   });
+  useProviderMiddlewares(provider, { audit, prisma, log, tokens, delegations, cascade, published });
+
+  // The surfaces, each with its own stack; whatever none answers goes to oidc-provider.
+  const evaluator = new Evaluator({
+    tokens,
+    delegations,
+    engine: policy.engine,
+    policyVersion: policy.version,
+    audit,
+  });
+  const authzen = authzenRouter({ issuer: config.issuer, clients, resources: catalog, audit, evaluator });
   const admin = adminRouter({
     provider,
     prisma,
@@ -185,26 +241,58 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     resources,
     agents,
     policy,
-    revocation,
+    revocations,
+    jobs: jobs.queue,
   });
-  const evaluator = new Evaluator({
-    provider,
-    prisma,
-    delegations,
-    signingKeys: publicKeys,
-    engine: policy.engine,
-    policyVersion: policy.version,
-    audit,
-  });
-  const authzen = authzenRouter({ issuer: config.issuer, clients, resources: catalog, audit, evaluator });
-  const authzenStack = compose([
-    jsonErrors(log),
-    securityHeaders,
-    authzen.routes(),
-    authzen.allowedMethods(),
-  ]);
-
-  const adminStack = compose([jsonErrors(log), securityHeaders, admin.routes()]);
+  const surfaces: Surface[] = [
+    {
+      name: "health",
+      answers: (path) => path === "/healthz",
+      stack: compose([
+        jsonErrors(log),
+        securityHeaders,
+        async (ctx, next) => {
+          if (ctx.method !== "GET" && ctx.method !== "HEAD") return next();
+          await Promise.all([db.sql.query("SELECT 1"), redis.redis.ping()]);
+          ctx.body = { status: "ok" };
+        },
+      ]),
+    },
+    {
+      name: "admin API",
+      answers: (path) => path === "/admin/v1" || path.startsWith("/admin/v1/"),
+      stack: compose([jsonErrors(log), securityHeaders, admin.routes()]),
+    },
+    {
+      name: "AuthZEN",
+      answers: isAuthzenPath,
+      stack: compose([jsonErrors(log), securityHeaders, authzen.routes(), authzen.allowedMethods()]),
+    },
+    {
+      name: "task completion",
+      answers: isTaskPath,
+      stack: taskRoutes({
+        provider,
+        tasks: revocation.tasks,
+        log,
+        authenticatePerson: (ctx, purpose, csrf) => peopleUi.personFor(ctx, purpose, csrf),
+      }),
+    },
+    {
+      name: "people's pages",
+      answers: isPagePath,
+      stack: peopleUi.routes(provider, {
+        revokeDelegation: async (context, id, reason) =>
+          void (await revocations.revoke(
+            { delegations: [id] },
+            { trigger: "person", reason, target: id },
+            context,
+          )),
+        recordStepUp: policy.recordStepUpApproval,
+        agents,
+      }),
+    },
+  ];
   const providerCallback = provider.callback();
 
   const app = new Koa();
@@ -212,30 +300,10 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   app.silent = true;
   app.use(requestId);
   app.use(accessLog(log));
-  app.use(own.routes());
   app.use(async (ctx, next) => {
-    if (ctx.path === "/admin/v1" || ctx.path.startsWith("/admin/v1/"))
-      return adminStack(ctx as never, async () => {});
-    // AuthZEN: per-action decisions for resource servers.
-    if (isAuthzenPath(ctx.path)) return authzenStack(ctx as never, async () => {});
-    await next();
+    const surface = surfaces.find((candidate) => candidate.answers(ctx.path));
+    return surface ? surface.stack(ctx, next) : next();
   });
-  app.use(
-    revocation.routes({ authenticatePerson: (ctx, purpose, csrf) => peopleUi.personFor(ctx, purpose, csrf) }),
-  );
-  // Pages for people: sign-in, consent, approvals, my delegations; the admin console.
-  app.use(
-    peopleUi.routes(provider, {
-      revokeDelegation: async (context, id, reason) =>
-        void (await revocation.revocations.revoke(
-          { delegations: [id] },
-          { trigger: "person", reason, target: id },
-          context,
-        )),
-      recordStepUp: policy.recordStepUpApproval,
-      agents,
-    }),
-  );
   app.use(async (ctx) => {
     // RFC 8414 §3: the OAuth metadata document carries the same content as OpenID discovery.
     if (ctx.path === "/.well-known/oauth-authorization-server")
@@ -244,9 +312,14 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     await providerCallback(ctx.req, ctx.res);
   });
 
+  // The jobs this process knows, from the modules that own them; run here unless DEPUTY_WORKERS=off.
+  jobs.handle([
+    ...revocation.jobHandlers,
+    auditArchiveJob({ prisma, audit, dir: config.audit.archiveDir, hotDays: config.audit.hotDays }),
+  ]);
   if (config.workers === "inline") {
-    await revocation.startWorkers().catch(async (error: unknown) => {
-      await revocation.close();
+    await jobs.startWorkers(config.sweepSeconds).catch(async (error: unknown) => {
+      await jobs.close();
       throw error;
     });
   }
@@ -266,8 +339,9 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     resources,
     agents,
     revocation,
+    jobs: jobs.queue,
     async close() {
-      await revocation.close();
+      await jobs.close();
       policy.close();
       await writer.drain();
       await bus.close();

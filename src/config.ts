@@ -56,13 +56,6 @@ const schema = z
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
     DEPUTY_AUDIT_HOT_DAYS: z.coerce.number().int().min(0).max(36500).default(90),
     DEPUTY_AUDIT_ARCHIVE_DIR: z.string().min(1).optional(),
-    DEPUTY_BENCH_AUDIT_OFF: z.literal("1", "must be 1 or unset").optional(),
-  })
-  // Only where it was asked for on purpose: NODE_ENV defaults to development, so a deployment that forgets to
-  // set it must not be able to switch auditing off.
-  .refine((env) => !(env.DEPUTY_BENCH_AUDIT_OFF && env.NODE_ENV !== "test"), {
-    path: ["DEPUTY_BENCH_AUDIT_OFF"],
-    message: "switches audit events off for benchmarks only; allowed only with NODE_ENV=test",
   })
   .transform((env) => ({
     env: env.NODE_ENV,
@@ -101,7 +94,6 @@ const schema = z
         env.DEPUTY_AUDIT_ARCHIVE_DIR ?? path.join(env.DEPUTY_DATA_DIR, "audit-archive"),
       ),
       /** MEASUREMENT ONLY: exchanges write no audit event (bench/audit.ts prices auditing with it). */
-      benchSkipEvents: env.DEPUTY_BENCH_AUDIT_OFF === "1",
     },
   }));
 

@@ -1,6 +1,9 @@
-// Starts a Deputy server: configuration → connections → HTTP; stops gracefully on SIGINT/SIGTERM.
+// Starts a Deputy server: configuration → connections → HTTP; stops gracefully on SIGINT/SIGTERM. Run as the
+// entry point (`npm start`); `runServer` is also what a benchmark's own entry calls with its options.
 import { createServer, type ServerResponse } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
+import { pathToFileURL } from "node:url";
+import type { DeputyOptions } from "./app.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { RedisUnavailableError } from "./redis/connect.ts";
@@ -8,12 +11,25 @@ import { RedisUnavailableError } from "./redis/connect.ts";
 const SHUTDOWN_GRACE_MS = 10_000;
 const CLOSE_TIMEOUT_MS = 10_000;
 
-async function main(): Promise<void> {
+export async function runServer(options: DeputyOptions = {}): Promise<void> {
+  try {
+    await serve(options);
+  } catch (error) {
+    if (error instanceof ConfigError || error instanceof RedisUnavailableError) {
+      console.error(`deputy: ${error.message}`);
+    } else {
+      console.error("deputy: failed to start:", error instanceof Error ? error.message : error);
+    }
+    process.exit(1);
+  }
+}
+
+async function serve(options: DeputyOptions): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.logLevel);
   // Loaded only once the settings are valid: a bad setting is reported alone, before any dependency speaks.
   const { createDeputy } = await import("./app.ts");
-  const deputy = await createDeputy(config, log);
+  const deputy = await createDeputy(config, log, options);
   const server = createServer(deputy.app.callback());
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
@@ -77,11 +93,4 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => void stop("SIGTERM"));
 }
 
-main().catch((error: unknown) => {
-  if (error instanceof ConfigError || error instanceof RedisUnavailableError) {
-    console.error(`deputy: ${error.message}`);
-  } else {
-    console.error("deputy: failed to start:", error instanceof Error ? error.message : error);
-  }
-  process.exit(1);
-});
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await runServer();

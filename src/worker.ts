@@ -1,10 +1,12 @@
 // `deputy worker`: a process that runs only the revocation jobs, against the servers' PostgreSQL (DATABASE_URL)
 // and Redis (REDIS_URL, REDIS_PREFIX). Production servers then run with DEPUTY_WORKERS=off. It cannot use the
 // embedded database: PGlite belongs to the one server process that opened it.
+import { auditArchiveLeftToServers } from "./audit/archive-job.ts";
 import { AuditLog } from "./audit/audit-log.ts";
 import { GroupCommitWriter } from "./audit/group-commit.ts";
 import type { Config } from "./config.ts";
 import { type Database, openDatabase } from "./db/connect.ts";
+import { createJobs, type Jobs } from "./jobs/jobs.ts";
 import type { Logger } from "./logger.ts";
 import { connectRedis, type RedisConnection } from "./redis/connect.ts";
 import { createInvalidationBus, type InvalidationBus } from "./redis/invalidation-bus.ts";
@@ -35,26 +37,29 @@ export async function startWorkerProcess(config: Config, log: Logger): Promise<W
   let redis: RedisConnection | undefined;
   let bus: InvalidationBus | undefined;
   let writer: GroupCommitWriter | undefined;
+  let jobs: Jobs | undefined;
   try {
     // Never a private Redis: the worker must share the servers' Redis.
     redis = await connectRedis({ url: config.redisUrl, dataDir: config.dataDir, allowPrivate: false });
     bus = await createInvalidationBus(redis.redis, redis.duplicate(), config.redisPrefix);
     writer = new GroupCommitWriter(db.prisma, db.sql);
+    jobs = createJobs(redis, config.redisPrefix, log);
     const runtime = createRevocationRuntime({
-      config,
+      settings: config,
       prisma: db.prisma,
-      audit: new AuditLog(db.prisma, writer),
+      audit: new AuditLog(writer),
       bus,
-      redis,
+      queue: jobs.queue,
       log,
       adapters: standaloneAdapters(redis.redis, config.redisPrefix),
     });
-    await runtime.startWorkers();
-    const [openBus, openRedis, openWriter] = [bus, redis, writer];
+    jobs.handle([...runtime.jobHandlers, auditArchiveLeftToServers]);
+    await jobs.startWorkers(config.sweepSeconds);
+    const [openBus, openRedis, openWriter, openJobs] = [bus, redis, writer, jobs];
     return {
       runtime,
       async close() {
-        await runtime.close();
+        await openJobs.close();
         await openWriter.drain();
         await openBus.close();
         await openRedis.close();
@@ -62,6 +67,7 @@ export async function startWorkerProcess(config: Config, log: Logger): Promise<W
       },
     };
   } catch (error) {
+    await jobs?.close().catch(() => undefined);
     await bus?.close().catch(() => undefined);
     await redis?.close().catch(() => undefined);
     await db.close().catch(() => undefined);

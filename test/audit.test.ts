@@ -10,13 +10,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDeputy } from "../src/app.ts";
+import { AUDIT_ARCHIVE_JOB } from "../src/audit/archive-job.ts";
 import { AUDIT_ARCHIVE_EVERY_SECONDS } from "../src/audit/audit-archive.ts";
 import { AUDIT_FIELDS } from "../src/audit/audit-event.ts";
 import { parseFilter } from "../src/audit/audit-query.ts";
 import { verifyEventLines } from "../src/audit/audit-verify.ts";
 import { loadConfig } from "../src/config.ts";
 import { tokenRef } from "../src/delegation/token-ref.ts";
-import { AUDIT_ARCHIVE_SCHEDULER, JOB } from "../src/jobs/queue.ts";
 import { createLogger } from "../src/logger.ts";
 import { basicAuth, postForm } from "./helpers/oauth.ts";
 import {
@@ -125,22 +125,24 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
     const { audit } = server.deputy;
     const writes = [
       ...Array.from({ length: 150 }, (_, i) =>
-        audit.commit({ actor: "load" }, { type: "exchange", action: "test.commit", details: { i } }),
+        audit.commit({ actor: "load" }, { action: "token.exchange", details: { i } }),
       ),
       ...Array.from({ length: 10 }, (_, i) =>
-        audit.record({ actor: "load" }, { type: "admin_change", action: "test.record", details: { i } }),
+        audit.record({ actor: "load" }, { action: "agent.update", details: { i } }),
       ),
     ];
     await Promise.all(writes);
     // A change rolled back after its event was appended: the next append must not link to that event.
     await expect(
       server.deputy.db.prisma.$transaction(async (tx) => {
-        await audit.record({ actor: "load" }, { type: "admin_change", action: "test.rolled_back" }, tx);
+        await audit.record({ actor: "load" }, { action: "agent.owner_removed" }, tx);
         throw new Error("the change failed");
       }),
     ).rejects.toThrow("the change failed");
-    await audit.commit({ actor: "load" }, { type: "exchange", action: "test.after_rollback" });
-    expect(await server.deputy.db.prisma.auditEvent.count({ where: { action: "test.rolled_back" } })).toBe(0);
+    await audit.commit({ actor: "load" }, { action: "token.exchange" });
+    expect(await server.deputy.db.prisma.auditEvent.count({ where: { action: "agent.owner_removed" } })).toBe(
+      0,
+    );
     const rows = await sql<{ seq: string; prev_hash: string | null; hash: string | null }>(
       "SELECT seq::text AS seq, prev_hash, hash FROM audit_events ORDER BY audit_events.seq",
     );
@@ -587,10 +589,7 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
     const later = new Date(Date.now() + 31 * DAY);
     await Promise.all(
       Array.from({ length: 150 }, (_, i) =>
-        server.deputy.audit.commit(
-          { actor: "old" },
-          { type: "exchange", action: "test.old", details: { i } },
-        ),
+        server.deputy.audit.commit({ actor: "old" }, { action: "token.exchange", details: { i } }),
       ),
     );
     const countBefore = await db.prisma.auditEvent.count();
@@ -642,7 +641,7 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
     expect(firstFile.at(-1).hash).toBe(result.archives[0]?.last_hash);
 
     // The chain runs on from the last archive into the database, also for events written afterwards.
-    await server.deputy.audit.commit({ actor: "after" }, { type: "exchange", action: "test.after" });
+    await server.deputy.audit.commit({ actor: "after" }, { action: "token.exchange" });
     let report = await verify();
     expect(report).toMatchObject({
       ok: true,
@@ -826,18 +825,18 @@ describe("audit retention as a BullMQ job", () => {
   it("is scheduled hourly next to the revocation sweep, and runs", async () => {
     const server = await startServer("pglite", { DEPUTY_AUDIT_HOT_DAYS: "0" });
     try {
-      const { queue } = server.deputy.revocation.jobs;
+      const { queue } = server.deputy.jobs;
       const deadline = Date.now() + 10_000;
-      let scheduler = await queue.getJobScheduler(AUDIT_ARCHIVE_SCHEDULER);
+      let scheduler = await queue.getJobScheduler(AUDIT_ARCHIVE_JOB);
       while (!scheduler && Date.now() < deadline) {
         await sleep(100);
-        scheduler = await queue.getJobScheduler(AUDIT_ARCHIVE_SCHEDULER);
+        scheduler = await queue.getJobScheduler(AUDIT_ARCHIVE_JOB);
       }
-      expect(scheduler).toMatchObject({ every: AUDIT_ARCHIVE_EVERY_SECONDS * 1000, name: JOB.auditArchive });
+      expect(scheduler).toMatchObject({ every: AUDIT_ARCHIVE_EVERY_SECONDS * 1000, name: AUDIT_ARCHIVE_JOB });
 
       // A run now: with DEPUTY_AUDIT_HOT_DAYS=0 everything written before it is archived (the scheduler's
       // own first run may have taken some already), and only the runs' own audit.archive events stay.
-      const job = await queue.add(JOB.auditArchive, {});
+      const job = await queue.add(AUDIT_ARCHIVE_JOB, {});
       const until = Date.now() + 20_000;
       while ((await job.getState()) !== "completed" && Date.now() < until) {
         expect(await job.getState()).not.toBe("failed");
@@ -916,15 +915,12 @@ describe("audit trail shared by two servers on one PostgreSQL database", () => {
         ...Array.from({ length: 300 }, (_, i) =>
           deputy.audit.commit(
             { actor: name },
-            { type: "exchange", action: "test.commit", details: { i } },
+            { action: "token.exchange", details: { i } },
             lineage(name, i),
           ),
         ),
         ...Array.from({ length: 20 }, (_, i) =>
-          deputy.audit.record(
-            { actor: name },
-            { type: "admin_change", action: "test.record", details: { i } },
-          ),
+          deputy.audit.record({ actor: name }, { action: "agent.update", details: { i } }),
         ),
       ];
       await Promise.all([...load(one, "one"), ...load(two, "two")]);
@@ -946,22 +942,8 @@ describe("audit trail shared by two servers on one PostgreSQL database", () => {
   });
 });
 
-describe("DEPUTY_BENCH_AUDIT_OFF (measurement only)", () => {
-  it("is allowed only with NODE_ENV=test", () => {
-    for (const env of [undefined, "development", "production"]) {
-      expect(() => loadConfig({ NODE_ENV: env, DEPUTY_BENCH_AUDIT_OFF: "1" })).toThrow(
-        /DEPUTY_BENCH_AUDIT_OFF: switches audit events off for benchmarks only; allowed only with NODE_ENV=test/,
-      );
-    }
-    expect(loadConfig({ NODE_ENV: "test", DEPUTY_BENCH_AUDIT_OFF: "1" }).audit.benchSkipEvents).toBe(true);
-    expect(() => loadConfig({ DEPUTY_BENCH_AUDIT_OFF: "true" })).toThrow(
-      /DEPUTY_BENCH_AUDIT_OFF: must be 1 or unset/,
-    );
-    expect(loadConfig({}).audit).toMatchObject({ hotDays: 90, benchSkipEvents: false });
-    expect(loadConfig({ DEPUTY_DATA_DIR: "/srv/deputy" }).audit.archiveDir).toBe("/srv/deputy/audit-archive");
-  });
-
-  it("skips exchange events but still writes the token lineage", async () => {
+describe("auditing cannot be switched off by configuration", () => {
+  it("audits every exchange even with the removed DEPUTY_BENCH_AUDIT_OFF=1 set", async () => {
     const server = await startServer("pglite", { DEPUTY_BENCH_AUDIT_OFF: "1" });
     try {
       const person = await createPerson(server);
@@ -979,9 +961,11 @@ describe("DEPUTY_BENCH_AUDIT_OFF (measurement only)", () => {
       expect((await exchange(server, agent, { subject_token: subjectToken })).status).toBe(200);
       const { prisma } = server.deputy.db;
       expect(await prisma.issuedToken.count({ where: { delegationId: delegation.id } })).toBe(2);
-      expect(await prisma.auditEvent.count({ where: { type: "exchange" } })).toBe(0);
-      // Admin changes are still recorded.
-      expect(await prisma.auditEvent.count({ where: { type: "admin_change" } })).toBeGreaterThan(0);
+      expect(await prisma.auditEvent.count({ where: { type: "exchange" } })).toBe(1);
+      expect(loadConfig({}).audit).toMatchObject({ hotDays: 90 });
+      expect(loadConfig({ DEPUTY_DATA_DIR: "/srv/deputy" }).audit.archiveDir).toBe(
+        "/srv/deputy/audit-archive",
+      );
     } finally {
       await server.close();
     }

@@ -9,8 +9,8 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { issueSubjectToken } from "../src/delegation/subject-token.ts";
-import { taskEndJobId } from "../src/jobs/queue.ts";
+import { issueSubjectToken } from "../src/oauth/issue-subject-token.ts";
+import { taskEndJobId } from "../src/revocation/jobs.ts";
 import { basicAuth, postForm } from "./helpers/oauth.ts";
 import {
   type Agent,
@@ -148,7 +148,7 @@ describe.each(BACKENDS)("losing Redis, on %s", (backend) => {
     })();
     await sleep(300);
 
-    const jobs = server.deputy.revocation.jobs;
+    const jobs = server.deputy.jobs;
     expect(await jobs.queue.getJob(taskEndJobId(ending.delegation.id))).toBeTruthy();
     await redis.flushall();
     expect(await jobs.queue.getJob(taskEndJobId(ending.delegation.id))).toBeFalsy();

@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { issueSubjectToken } from "../src/delegation/subject-token.ts";
+import { issueSubjectToken } from "../src/oauth/issue-subject-token.ts";
 import { runDeputy } from "./helpers/cli.ts";
 import { basicAuth, postForm } from "./helpers/oauth.ts";
 import {
@@ -495,7 +495,7 @@ describe.each(BACKENDS)("revocation on %s", (backend) => {
   });
 
   it("makes failed jobs visible with their error (API and CLI), and retries them", async () => {
-    const jobs = server.deputy.revocation.jobs;
+    const jobs = server.deputy.jobs;
     await jobs.queue.add(
       "task-end",
       { delegationId: "not-a-delegation" },

@@ -32,7 +32,6 @@ export async function ensureBootstrapAdmin(options: {
         data: { clientSecretHash: hashClientSecret(secret) },
       });
       await audit.record(context, {
-        type: "admin_change",
         action: "service_client.rotate_secret",
         target: BOOTSTRAP_CLIENT_ID,
         reason: "DEPUTY_BOOTSTRAP_ADMIN_SECRET changed",
@@ -74,7 +73,6 @@ export async function ensureBootstrapAdmin(options: {
     },
   });
   await audit.record(context, {
-    type: "admin_change",
     action: "service_client.create",
     target: BOOTSTRAP_CLIENT_ID,
   });

@@ -1,5 +1,5 @@
 // The admin HTTP API under /admin/v1: JSON in and out, every body validated, every change audited.
-// Each area registers its routes from its own module in routes/.
+// Each area registers its routes from its own module in routes/ (ROUTE_GROUPS).
 import { bodyParser } from "@koa/bodyparser";
 import { Router, type RouterMiddleware } from "@koa/router";
 import type { Context, Next } from "koa";
@@ -9,13 +9,14 @@ import type { AuditTrail } from "../audit/audit-trail.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError, invalidRequest } from "../http/api-error.ts";
 import { isPlainUri } from "../http/plain-text.ts";
+import type { JobQueue } from "../jobs/queue.ts";
 import type { ClientStore } from "../oauth/client-store.ts";
 import type { PolicyService } from "../policy/policy-service.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import type { AgentService } from "../registry/agents.ts";
 import type { PeopleService } from "../registry/people.ts";
 import type { ResourceServerService } from "../registry/resource-servers.ts";
-import type { RevocationRuntime } from "../revocation/runtime.ts";
+import type { RevocationService } from "../revocation/revocations.ts";
 import { requireAdmin } from "./admin-auth.ts";
 import { agentRoutes } from "./routes/agents.ts";
 import { auditRoutes } from "./routes/audit.ts";
@@ -35,9 +36,21 @@ export interface AdminDeps {
   people: PeopleService;
   resources: ResourceServerService;
   agents: AgentService;
-  revocation: RevocationRuntime;
+  revocations: RevocationService;
+  jobs: JobQueue;
   policy: PolicyService;
 }
+
+/** The API's areas, each registering its routes with what it reads of AdminDeps. */
+const ROUTE_GROUPS = [
+  peopleRoutes,
+  resourceRoutes,
+  agentRoutes,
+  keyRoutes,
+  policyRoutes,
+  auditRoutes,
+  revocationRoutes,
+] as const;
 
 export const ADMIN_BODY_LIMIT = "64kb";
 
@@ -94,12 +107,6 @@ export function adminRouter(deps: AdminDeps): Router {
   router.use(requirePlainTarget);
   router.use(requireJson);
   router.use(bodyParser({ enableTypes: ["json"], jsonLimit: ADMIN_BODY_LIMIT, encoding: "utf-8" }));
-  peopleRoutes(router, deps);
-  resourceRoutes(router, deps);
-  agentRoutes(router, deps);
-  keyRoutes(router, deps);
-  policyRoutes(router, deps);
-  auditRoutes(router, deps);
-  revocationRoutes(router, deps);
+  for (const routes of ROUTE_GROUPS) routes(router, deps);
   return router;
 }

@@ -37,7 +37,6 @@ const redirectUri = uri.refine((value) => {
 
 const email = plain(z.email().max(320));
 const password = plain(z.string().min(12, "must be at least 12 characters").max(1024));
-const reason = prose(1000);
 
 export const createPersonBody = z.strictObject({
   email,
@@ -51,9 +50,6 @@ export const updatePersonBody = z.strictObject({
   password: password.optional(),
   admin: z.boolean().optional(),
 });
-
-export const reasonBody = z.strictObject({ reason });
-export const optionalReasonBody = z.strictObject({ reason: reason.optional() });
 
 const scopeDefinition = z.strictObject({
   name: scopeName,

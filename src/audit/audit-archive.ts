@@ -165,7 +165,6 @@ export async function archiveAuditEvents(options: ArchiveOptions): Promise<Archi
         await options.audit.record(
           context,
           {
-            type: "admin_change",
             action: "audit.archive",
             target: created.id,
             details: {

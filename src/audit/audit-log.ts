@@ -3,41 +3,10 @@
 // hash chain inside their transaction (audit-chain.ts).
 import { randomUUID } from "node:crypto";
 import type { Context } from "koa";
-import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
+import type { Prisma } from "../generated/prisma/client.ts";
+import { type AuditAction, auditTypeOf } from "./actions.ts";
 import { appendToChain, prismaTx, type UnsealedAuditEvent } from "./audit-chain.ts";
 import type { GroupCommitWriter, PendingRows } from "./group-commit.ts";
-
-/**
- * What an event is about. `introspection` records introspection refusals; `evaluation` per-action (AuthZEN)
- * decisions; `policy_change` changes to policies; `admin_change` every other change made through the admin API;
- * `drift` an agent's first use of an action on a resource; `velocity` a shadow rule's would-deny or a containment.
- */
-export type AuditType =
-  | "admin_change"
-  | "exchange"
-  | "introspection"
-  | "evaluation"
-  | "consent"
-  | "ciba"
-  | "revocation"
-  | "login"
-  | "policy_change"
-  | "drift"
-  | "velocity";
-
-export const AUDIT_TYPES: readonly AuditType[] = [
-  "exchange",
-  "introspection",
-  "evaluation",
-  "consent",
-  "ciba",
-  "revocation",
-  "login",
-  "admin_change",
-  "policy_change",
-  "drift",
-  "velocity",
-];
 
 /** Who asked and from where: carried from the HTTP request into every event it causes. */
 export interface AuditContext {
@@ -55,8 +24,8 @@ export function providerRequestContext(ctx: Context, actor: string): AuditContex
 }
 
 export interface AuditEventInput {
-  type: AuditType;
-  action: string;
+  /** What happened; its type comes with it (actions.ts). */
+  action: AuditAction;
   decision?: "allow" | "deny";
   reason?: string;
   target?: string;
@@ -81,14 +50,6 @@ export interface AuditEventInput {
   agentClaim?: string;
 }
 
-export interface AuditLogOptions {
-  /**
-   * MEASUREMENT ONLY (DEPUTY_BENCH_AUDIT_OFF, allowed only with NODE_ENV=test): `commit` writes the rows it
-   * vouches for but no audit event, so a benchmark can price auditing. Never set it anywhere else.
-   */
-  measurementOnlySkipCommitEvents?: boolean;
-}
-
 export const AGENT_CLAIM_MAX_LENGTH = 2000;
 /** Events appended by one INSERT (its JSON parameter stays a few megabytes). */
 const APPEND_CHUNK = 5_000;
@@ -96,12 +57,10 @@ const TRUNCATED = " …[truncated]";
 
 export class AuditLog {
   readonly #writer: GroupCommitWriter;
-  readonly #skipCommitEvents: boolean;
 
-  /** `prisma` is kept for compatibility: every write goes through `writer` or the caller's transaction. */
-  constructor(_prisma: PrismaClient, writer: GroupCommitWriter, options: AuditLogOptions = {}) {
+  /** Every write goes through `writer` (group commit) or the caller's transaction. */
+  constructor(writer: GroupCommitWriter) {
     this.#writer = writer;
-    this.#skipCommitEvents = options.measurementOnlySkipCommitEvents === true;
   }
 
   /**
@@ -138,10 +97,6 @@ export class AuditLog {
     event: AuditEventInput,
     rows: Omit<PendingRows, "auditEvents"> = {},
   ): Promise<void> {
-    if (this.#skipCommitEvents) {
-      if (rows.issuedTokens?.length) await this.#writer.write(rows);
-      return;
-    }
     await this.#writer.write({ ...rows, auditEvents: [toUnsealed(context, event)] });
   }
 }
@@ -163,7 +118,7 @@ function toUnsealed(context: AuditContext, event: AuditEventInput): UnsealedAudi
     id: randomUUID(),
     // Milliseconds, as stored (timestamptz(3)): the hash is computed over exactly what is read back.
     time: new Date(),
-    type: text(event.type) ?? "",
+    type: auditTypeOf(event.action),
     action: text(event.action) ?? "",
     decision: text(event.decision),
     reason: text(event.reason),

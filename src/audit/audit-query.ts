@@ -4,10 +4,11 @@
 import type { AuditArchive, Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError, invalidRequest } from "../http/api-error.ts";
 import { isPlainText } from "../http/plain-text.ts";
+import { AUDIT_TYPES } from "./actions.ts";
 import { archivedEvents } from "./audit-archive-read.ts";
 import { type AuditEventRow, type AuditEventView, eventView } from "./audit-event.ts";
 import { type AuditFilter, type CompiledFilter, compileFilter } from "./audit-filter.ts";
-import { AUDIT_TYPES, TRANSACTION_OPTIONS } from "./audit-log.ts";
+import { TRANSACTION_OPTIONS } from "./audit-log.ts";
 
 /** Each dimension as SQL over audit_events and as the same value of an archived event. */
 export const STAT_DIMENSIONS = {

@@ -44,7 +44,7 @@ export class LegalHolds {
       const hold = await tx.legalHold.create({ data: { reason, createdBy: context.actor } });
       await this.#audit.record(
         context,
-        { type: "admin_change", action: "audit.hold.place", target: hold.id, reason, after: holdView(hold) },
+        { action: "audit.hold.place", target: hold.id, reason, after: holdView(hold) },
         tx,
       );
       return holdView(hold);
@@ -68,7 +68,6 @@ export class LegalHolds {
       await this.#audit.record(
         context,
         {
-          type: "admin_change",
           action: "audit.hold.release",
           target: id,
           reason: hold.reason,

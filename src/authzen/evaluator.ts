@@ -49,7 +49,6 @@ export class Evaluator {
     const target = { type: request.resource.type, id: request.resource.id };
     const name = request.action.name;
     const event: AuditEventInput = {
-      type: "evaluation",
       action: "access.evaluate",
       target: `${target.type}:${target.id}`.slice(0, 500),
       resource: resource.uri,

@@ -1,9 +1,11 @@
 // The task an agent names when it asks for delegation: an RFC 9396 authorization detail of type `agent_task`.
-import { errors } from "oidc-provider";
 import { z } from "zod";
+import { OAuthError } from "../http/oauth-error.ts";
 import { plain } from "../http/plain-text.ts";
 
 export const AGENT_TASK = "agent_task";
+
+const invalidDetails = (description: string) => new OAuthError("invalid_authorization_details", description);
 
 /** The whole detail: unknown members are refused rather than silently dropped. */
 const agentTaskSchema = z
@@ -32,13 +34,12 @@ export function validateAgentTask(detail: unknown, maxSeconds: number, now = Dat
       const where = issue.path.length ? issue.path.join(".") : "agent_task";
       return `${where}: ${issue.message}`;
     });
-    throw new errors.InvalidAuthorizationDetails(`invalid agent_task: ${problems.join("; ")}`);
+    throw invalidDetails(`invalid agent_task: ${problems.join("; ")}`);
   }
   const endsAt = new Date(parsed.data.ends_at);
-  if (endsAt.getTime() <= now)
-    throw new errors.InvalidAuthorizationDetails("agent_task ends_at is in the past");
+  if (endsAt.getTime() <= now) throw invalidDetails("agent_task ends_at is in the past");
   if (endsAt.getTime() > now + maxSeconds * 1000) {
-    throw new errors.InvalidAuthorizationDetails(
+    throw invalidDetails(
       `agent_task ends_at is too far ahead: a delegation lasts at most ${maxSeconds} seconds`,
     );
   }

@@ -102,7 +102,6 @@ export class DelegationStore {
       await this.#audit.record(
         context,
         {
-          type: "consent",
           action: "delegation.create",
           decision: "allow",
           target: delegation.id,

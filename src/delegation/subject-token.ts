@@ -1,8 +1,7 @@
 // The subject token of a delegation: the opaque token an agent holds for a person and exchanges (RFC 8693)
 // for resource tokens. Its audience is Deputy itself, so no resource server accepts it directly.
-// People's approvals mint it through oidc-provider (src/interaction/subject-token-hook.ts); `issueSubjectToken`
+// People's approvals mint it through oidc-provider (src/oauth/subject-token-hook.ts); oauth/issue-subject-token.ts
 // mints one directly, for the service layer. Both build the same claims and record the same lineage and event.
-import type Provider from "oidc-provider";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import type { Delegation } from "../generated/prisma/client.ts";
 import { actClaim, type DelegatedTokenClaims, mayAct } from "./token-claims.ts";
@@ -54,7 +53,6 @@ export async function recordSubjectToken(
   await audit.commit(
     context,
     {
-      type: "consent",
       action: "subject_token.issue",
       decision: "allow",
       delegatedBy: issued.personEmail,
@@ -82,57 +80,4 @@ export async function recordSubjectToken(
       ],
     },
   );
-}
-
-export interface IssuedSubjectToken {
-  access_token: string;
-  token_type: "Bearer";
-  expires_in: number;
-  scope: string;
-}
-
-export async function issueSubjectToken(
-  deps: { provider: Provider; audit: AuditLog },
-  context: AuditContext,
-  delegation: Delegation & { agentClientId: string; personEmail: string },
-): Promise<IssuedSubjectToken> {
-  const { provider, audit } = deps;
-  const client = await provider.Client.find(delegation.agentClientId);
-  if (!client) throw new Error(`agent ${delegation.agentClientId} cannot receive tokens`);
-  const expiresIn = Math.floor((delegation.endsAt.getTime() - Date.now()) / 1000);
-  if (expiresIn <= 0) throw new Error("the delegation has already ended");
-
-  const grant = new provider.Grant({ accountId: delegation.personId, clientId: client.clientId });
-  const grantId = await grant.save();
-  const token = new provider.AccessToken({
-    accountId: delegation.personId,
-    client,
-    grantId,
-    gty: SUBJECT_TOKEN_GTY,
-    scope: delegation.scopes.join(" "),
-    expiresIn,
-    extra: rootTokenClaims(delegation, client.clientId, client.deputy_may_delegate_to),
-  });
-  token.setAudience(provider.issuer);
-  const value = await token.save();
-  try {
-    await recordSubjectToken(audit, context, {
-      delegation,
-      personEmail: delegation.personEmail,
-      clientId: client.clientId,
-      jti: token.jti,
-      grantId,
-      scopes: delegation.scopes,
-      expiresIn,
-    });
-  } catch (error) {
-    await token.destroy();
-    throw error;
-  }
-  return {
-    access_token: value,
-    token_type: "Bearer",
-    expires_in: expiresIn,
-    scope: delegation.scopes.join(" "),
-  };
 }

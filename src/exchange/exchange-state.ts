@@ -1,97 +1,35 @@
-// What the token-exchange steps read and fill in, in the order they run.
-import type { JWTVerifyGetKey } from "jose";
-import type { KoaContextWithOIDC, Provider } from "oidc-provider";
-import type { AuditLog } from "../audit/audit-log.ts";
-import type { Config } from "../config.ts";
-import type { DelegationState, DelegationStore } from "../delegation/delegations.ts";
-import type { DelegatedTokenClaims } from "../delegation/token-claims.ts";
+// What a token exchange reads and finds, in the order its steps find it; the issuance tail (src/issuance) takes
+// over once the grounds are established.
+import type { DelegationStore } from "../delegation/delegations.ts";
+import type { PresentedToken, PresentedTokens } from "../delegation/presented-token.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
-import type { ClientStore } from "../oauth/client-store.ts";
-import type { CatalogResource, ResourceCatalog } from "../registry/resource-catalog.ts";
+import type { IssuanceCall, IssuanceDeps, IssuanceState } from "../issuance/issuance-state.ts";
+import type { ResourceCatalog } from "../registry/resource-catalog.ts";
+import type { ExchangeRequest } from "./exchange-request.ts";
 
-/** The decision a policy makes about one exchange, with the policy version and what decided (for the audit). */
-export type ExchangePolicy = (
-  input: PolicyInput,
-) => Promise<({ allow: true } | { allow: false; reason: string }) & PolicyVerdict>;
-
-export interface PolicyVerdict {
-  version?: string;
-  decidedBy?: string[];
-  /** When the agent named no scope, the policy may narrow the default (never widen it). */
-  scopes?: string[];
-}
-
-export interface PolicyInput {
-  personId: string;
-  chain: string[];
-  resource: CatalogResource;
-  scopes: string[];
-  delegation: DelegationState;
-  clientAddress: string;
-  requestId?: string;
-  /** The scopes the agent asked for; undefined when it named none. */
-  requestedScopes?: string[];
-}
-
-export interface ExchangeDeps {
-  config: Config;
-  provider: Provider;
+export interface ExchangeDeps extends IssuanceDeps {
+  issuer: string;
   prisma: PrismaClient;
-  audit: AuditLog;
-  clients: ClientStore;
+  /** The one reader of presented tokens (subject and actor tokens). */
+  tokens: PresentedTokens;
   resources: ResourceCatalog;
   delegations: DelegationStore;
-  /** Deputy's own public keys, to verify JWT subject tokens. */
-  signingKeys: JWTVerifyGetKey;
-  policy: ExchangePolicy;
-  /** The policy version in force now: recorded on exchanges refused before the policy decides. */
-  policyVersion: () => string;
+  /** The delegates an active agent is registered for; undefined when it is not active. */
+  activeAgentDelegates(clientId: string): Promise<string[] | undefined>;
+  /** The server's limit on any chain's length (DEPUTY_MAX_DELEGATION_DEPTH). */
+  maxDelegationDepth: number;
 }
 
-/** The token presented as subject_token, whichever format it has. */
-export interface SubjectToken {
-  jti: string;
-  clientId: string;
-  accountId: string;
-  scopes: string[];
-  audience: string[];
-  exp: number;
-  jkt?: string;
-  claims: DelegatedTokenClaims;
+export interface ExchangeCall extends IssuanceCall {
+  /** The request's parameters as the endpoint parsed them (RFC 8693 §2.1). */
+  params: Record<string, unknown>;
+  /** The client id of a stored opaque access token, for actor_token (any of the caller's tokens). */
+  storedTokenClient(value: string): Promise<string | undefined>;
 }
 
-export interface Caller {
-  clientId: string;
-  maxDepth: number;
-  dpopRequired: boolean;
-  /** Scopes the caller may ever hold, per resource server URI. */
-  grants: Record<string, string[]>;
-}
-
-export interface ExchangeState {
-  ctx: KoaContextWithOIDC;
+export interface ExchangeState extends IssuanceState {
   deps: ExchangeDeps;
-  caller: Caller;
-  requestedScopes?: string[];
-  subject?: SubjectToken;
-  delegation?: DelegationState;
-  chain?: string[];
-  resource?: CatalogResource;
-  scopes?: string[];
-  expiresIn?: number;
-  jkt?: string;
-  policy?: PolicyVerdict;
-  issued?: {
-    value: string;
-    jti: string;
-    grantId: string;
-    tokenType: "Bearer" | "DPoP";
-    format: "opaque" | "jwt";
-  };
-}
-
-/** Narrows a field the previous steps must have set. */
-export function required<T>(value: T | undefined, name: string): T {
-  if (value === undefined) throw new Error(`token exchange step order: ${name} is not set yet`);
-  return value;
+  call: ExchangeCall;
+  request?: ExchangeRequest;
+  subject?: PresentedToken;
 }

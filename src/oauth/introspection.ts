@@ -3,14 +3,11 @@
 // are answered by `introspectJwt` under the same policy and in the same shape.
 import type { Client } from "oidc-provider";
 import { DelegationStore } from "../delegation/delegations.ts";
-import {
-  type JwtAccessToken,
-  type JwtAccessTokenDeps,
-  verifyJwtAccessToken,
-} from "../delegation/jwt-access-token.ts";
+import { audienceList, type PresentedTokens } from "../delegation/presented-token.ts";
 import { isDelegatedTokenClaims } from "../delegation/token-claims.ts";
 
-export interface JwtIntrospectionDeps extends JwtAccessTokenDeps {
+export interface JwtIntrospectionDeps {
+  tokens: PresentedTokens;
   delegations: DelegationStore;
 }
 
@@ -24,7 +21,8 @@ export async function mayIntrospect(
   token: object,
 ): Promise<boolean> {
   if (client.deputy_kind !== "resource_server") return false;
-  if (!audienceOf(token).includes(String(client.deputy_resource))) return false;
+  const aud = "aud" in token ? token.aud : undefined;
+  if (!audienceList(aud).includes(String(client.deputy_resource))) return false;
   const extra = "extra" in token ? token.extra : undefined;
   if (!isDelegatedTokenClaims(extra)) return true;
   return DelegationStore.unusable(await delegations.state(extra.delegation.id)) === undefined;
@@ -36,19 +34,10 @@ export async function introspectJwt(
   client: Client,
   value: string,
 ): Promise<Record<string, unknown>> {
-  const token = await verifyJwtAccessToken(deps, value);
-  if (!token || !(await mayIntrospect(deps.delegations, client, { aud: token.aud, extra: token })))
+  const token = await deps.tokens.read(value);
+  const claims = token?.jwtClaims;
+  if (!claims || !(await mayIntrospect(deps.delegations, client, { aud: claims.aud, extra: claims })))
     return { active: false };
-  return activeResponse(token);
-}
-
-/** A JWT signs exactly the claims oidc-provider answers for an opaque token (with its jti: it is not the token). */
-function activeResponse(token: JwtAccessToken): Record<string, unknown> {
-  return { ...token, active: true, token_type: token.cnf?.jkt ? "DPoP" : "Bearer" };
-}
-
-function audienceOf(token: object): string[] {
-  const aud = "aud" in token ? token.aud : undefined;
-  if (typeof aud === "string") return [aud];
-  return Array.isArray(aud) ? aud : [];
+  // A JWT signs exactly the claims oidc-provider answers for an opaque token (with its jti: it is not the token).
+  return { ...claims, active: true, token_type: claims.cnf?.jkt ? "DPoP" : "Bearer" };
 }

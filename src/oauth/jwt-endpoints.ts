@@ -1,33 +1,32 @@
 // RFC 9068 JWT access tokens at /token/introspection and /token/revocation. oidc-provider stores only opaque
 // tokens, and refuses any JWT at these endpoints once it has authenticated the client. This provider middleware
 // replaces that refusal with what an opaque token gets: introspection under the same policy and in the same
-// shape (introspection.ts), revocation with the same check and cascade (rfc7009.ts). It must be registered after
-// the audit middleware (provider-audit.ts), so that the audit sees its answers.
-import type Provider from "oidc-provider";
-import { type Client, errors, type KoaContextWithOIDC } from "oidc-provider";
+// shape (introspection.ts), revocation with the same check and cascade (rfc7009.ts). It must come after the
+// audit middleware (provider-audit.ts) in PROVIDER_MIDDLEWARES, so that the audit sees its answers.
+import type { Client, KoaContextWithOIDC } from "oidc-provider";
+import { errors } from "oidc-provider";
 import { introspectJwt, type JwtIntrospectionDeps } from "./introspection.ts";
 import { refusedJwtAt } from "./provider-internals.ts";
-import { revokeJwt } from "./rfc7009.ts";
+import type { ProviderMiddleware } from "./provider-middlewares.ts";
+import type { RevocationCascade } from "./rfc7009.ts";
 
-type Deps = Omit<JwtIntrospectionDeps, "provider">;
-type Endpoint = (
-  ctx: KoaContextWithOIDC,
-  deps: JwtIntrospectionDeps & { provider: Provider },
-) => Promise<void>;
+export interface JwtEndpointDeps extends JwtIntrospectionDeps {
+  cascade: RevocationCascade;
+}
 
-export function answerJwtAccessTokens(provider: Provider, deps: Deps): void {
-  const withProvider = { ...deps, provider };
-  provider.use(async (ctx, next) => {
+type Endpoint = (ctx: KoaContextWithOIDC, deps: JwtEndpointDeps) => Promise<void>;
+
+export function answerJwtAccessTokens(deps: JwtEndpointDeps): ProviderMiddleware {
+  return async (ctx, next) => {
     await next();
-    const oidcCtx = ctx as unknown as KoaContextWithOIDC;
-    const endpoint = refusedJwtAt(oidcCtx);
+    const endpoint = refusedJwtAt(ctx);
     if (!endpoint) return;
     try {
-      await ENDPOINTS[endpoint](oidcCtx, withProvider);
+      await ENDPOINTS[endpoint](ctx, deps);
     } catch (error) {
-      answerError(oidcCtx, error);
+      answerError(ctx, error);
     }
-  });
+  };
 }
 
 const ENDPOINTS: Record<"introspection" | "revocation", Endpoint> = {
@@ -36,9 +35,11 @@ const ENDPOINTS: Record<"introspection" | "revocation", Endpoint> = {
     ctx.status = 200;
     ctx.body = body;
   },
-  // RFC 7009 §2.2: 200 with an empty body, whether or not there was anything to revoke.
+  // RFC 7009 §2.2: 200 with an empty body, whether or not there was anything to revoke: a JWT Deputy issued
+  // and has not revoked gets the cascade, any other token changes nothing.
   async revocation(ctx, deps) {
-    await revokeJwt(ctx, deps, client(ctx).clientId, token(ctx));
+    const jwt = await deps.tokens.read(token(ctx));
+    if (jwt?.format === "jwt") await deps.cascade.revokeIssuedToken(ctx, client(ctx).clientId, jwt);
     ctx.status = 200;
     ctx.body = "";
   },

@@ -22,6 +22,7 @@ import {
 import { tokenRef } from "../delegation/token-ref.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { Logger } from "../logger.ts";
+import type { ProviderMiddleware } from "./provider-middlewares.ts";
 
 const INACTIVE = "inactive: the token is unknown, expired, revoked or not meant for this resource server";
 
@@ -40,16 +41,15 @@ type Body = {
   expires_in?: unknown;
 };
 
-export function auditProviderEndpoints(provider: Provider, deps: Deps): void {
-  provider.use(async (ctx, next) => {
+export function auditProviderEndpoints(deps: Deps): ProviderMiddleware {
+  return async (ctx, next) => {
     await next();
     if (!ctx.oidc) return;
-    const oidcCtx = ctx as unknown as KoaContextWithOIDC;
     const route = ctx.oidc.route;
-    if (route === "introspection") introspection(oidcCtx, deps);
+    if (route === "introspection") introspection(ctx, deps);
     else if (route === "token" && ctx.oidc.params?.grant_type === "client_credentials")
-      await clientCredentials(provider, oidcCtx, deps);
-  });
+      await clientCredentials(ctx.oidc.provider, ctx, deps);
+  };
 }
 
 /** Who asked: a client that failed to authenticate is only who it claimed to be. */
@@ -74,7 +74,6 @@ function introspection(ctx: KoaContextWithOIDC, deps: Deps): void {
   void describeToken(deps.prisma, typeof lookup === "string" ? lookup : undefined)
     .then((about) =>
       deps.audit.commit(context, {
-        type: "introspection",
         action: "token.introspect",
         decision: "deny",
         reason: errorReason(body) ?? INACTIVE,
@@ -91,7 +90,6 @@ async function clientCredentials(provider: Provider, ctx: KoaContextWithOIDC, de
   if (ctx.status !== 200 || typeof body?.access_token !== "string") {
     void deps.audit
       .commit(context, {
-        type: "login",
         action: "client_credentials.issue",
         decision: "deny",
         reason: errorReason(body) ?? `HTTP ${ctx.status}`,
@@ -103,7 +101,6 @@ async function clientCredentials(provider: Provider, ctx: KoaContextWithOIDC, de
   const value = body.access_token;
   try {
     await deps.audit.commit(context, {
-      type: "login",
       action: "client_credentials.issue",
       decision: "allow",
       scopesGranted: typeof body.scope === "string" ? body.scope.split(" ").filter(Boolean) : [],

@@ -1,28 +1,38 @@
 // oidc-provider configuration: which features are on, where clients, resources and keys come from.
 import type { JWK } from "jose";
 import Provider, { type Configuration, errors, interactionPolicy } from "oidc-provider";
+import type { AuditLog } from "../audit/audit-log.ts";
 import type { Config } from "../config.ts";
-import { AGENT_TASK } from "../delegation/agent-task.ts";
+import { AGENT_TASK, validateAgentTask } from "../delegation/agent-task.ts";
 import type { DelegationStore } from "../delegation/delegations.ts";
 import { isDelegatedTokenClaims } from "../delegation/token-claims.ts";
+import type { PrismaClient } from "../generated/prisma/client.ts";
 import { ADMIN_RESOURCE, ADMIN_SCOPE } from "../http/oauth-constants.ts";
 import { trustProxies } from "../http/proxy.ts";
-import type { ProviderHooks } from "../pages/provider-hooks.ts";
 import type { Adapter } from "../redis/redis-adapter.ts";
 import type { ResourceCatalog } from "../registry/resource-catalog.ts";
 import type { ClientStore } from "./client-store.ts";
 import { mayIntrospect } from "./introspection.ts";
+import { withProviderErrors } from "./provider-errors.ts";
+import type { ProviderHooks } from "./provider-hooks.ts";
 import { useHashedClientSecrets } from "./provider-internals.ts";
-import { revokeIssuedToken } from "./rfc7009.ts";
+import { authorizationRequestPolicy } from "./request-policy.ts";
+import type { RevocationCascade } from "./rfc7009.ts";
+import { type SubjectTokenDeps, subjectTokenClaims, subjectTokenResource } from "./subject-token-hook.ts";
 
 export interface ProviderDeps {
   config: Config;
+  prisma: PrismaClient;
+  audit: AuditLog;
   delegations: DelegationStore;
   adapter: NonNullable<Configuration["adapter"]>;
   clients: ClientStore;
   resources: ResourceCatalog;
   signingKeys: JWK[];
+  /** The people's side: accounts, sign-in, CIBA, error pages. */
   hooks: ProviderHooks;
+  /** RFC 7009: what revoking a token reaches. */
+  cascade: RevocationCascade;
 }
 
 /** How long a CIBA request is kept after it expires, so that polling gets expired_token (CIBA Core §11). */
@@ -30,12 +40,22 @@ const CIBA_EXPIRED_GRACE_SECONDS = 600;
 
 export function createProvider({
   config,
+  prisma,
+  audit,
   adapter,
   resources,
   delegations,
   signingKeys,
   hooks,
+  cascade,
 }: ProviderDeps): Provider {
+  const tokens: SubjectTokenDeps = {
+    prisma,
+    audit,
+    delegations,
+    issuer: config.issuer,
+    maxDelegationSeconds: config.maxDelegationSeconds,
+  };
   const provider = new Provider(config.issuer, {
     adapter: keepExpiredCibaRequests(adapter),
     jwks: { keys: signingKeys as never[] },
@@ -76,7 +96,7 @@ export function createProvider({
     // no refresh token: it exchanges the subject token, and asks the person again when the delegation ends.
     expiresWithSession: async () => false,
     issueRefreshToken: async () => false,
-    extraParams: { authorization_details: hooks.checkAgentRequest },
+    extraParams: { authorization_details: authorizationRequestPolicy(config.issuer) },
     features: {
       devInteractions: { enabled: false },
       // Deputy's own /logout ends the browser session; agents have no use for RP-initiated logout.
@@ -90,12 +110,17 @@ export function createProvider({
       revocation: {
         enabled: true,
         // RFC 7009 §2.1: only by the client the token was issued to; it reaches the token's subtree.
-        allowedPolicy: (ctx, client, token) => revokeIssuedToken(ctx, client.clientId, token),
+        allowedPolicy: (ctx, client, token) => cascade.revokeIssuedToken(ctx, client.clientId, token),
       },
       pushedAuthorizationRequests: { enabled: true },
       richAuthorizationRequests: {
         enabled: true,
-        types: { [AGENT_TASK]: { validate: hooks.validateAgentTask } },
+        types: {
+          [AGENT_TASK]: {
+            validate: (_ctx, detail) =>
+              withProviderErrors(() => void validateAgentTask(detail, config.maxDelegationSeconds)),
+          },
+        },
         // The details stored with the code are those the person approved (recorded in the grant).
         authorizationDetailsForGrantSource: async (ctx) => ctx.oidc.grant?.rar,
         // RFC 9396 §7: the token response carries the authorization details granted to the token.
@@ -146,7 +171,7 @@ export function createProvider({
           }
           // Tokens for resource servers come only from token exchange: what an agent gets here, under any
           // indicator, is the subject token of the delegation the person approves, for Deputy itself.
-          return hooks.subjectTokenResource(ctx, client);
+          return subjectTokenResource(tokens, ctx, [...new Set(Object.values(grants).flat())]);
         },
       },
     },
@@ -155,7 +180,7 @@ export function createProvider({
     // or CIBA) gets its delegation's claims, found by its grant.
     extraTokenClaims: async (ctx, token) => {
       if ("extra" in token && isDelegatedTokenClaims(token.extra)) return token.extra;
-      const claims = await hooks.subjectTokenClaims(ctx, token);
+      const claims = await subjectTokenClaims(tokens, ctx, token);
       return claims ? { ...claims } : "extra" in token ? token.extra : undefined;
     },
     ttl: {

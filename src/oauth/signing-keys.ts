@@ -72,7 +72,6 @@ export async function rotateSigningKey(
     await deps.audit.record(
       context,
       {
-        type: "admin_change",
         action: "key.rotate",
         target: created.kid,
         before: { active_kids: kids },

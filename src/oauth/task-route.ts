@@ -1,5 +1,6 @@
 // POST /tasks/{task_id}/complete: the delegate agent (its own client credentials, as at the token endpoint) or the
-// person who delegated (a signed-in session, through the `authenticatePerson` hook) ends a task now.
+// person who delegated (a signed-in session, through the `authenticatePerson` port the pages implement) ends a
+// task now. app.ts mounts it for the paths isTaskPath matches.
 import { bodyParser } from "@koa/bodyparser";
 import { Router } from "@koa/router";
 import type { Context, Middleware } from "koa";
@@ -29,8 +30,10 @@ export interface TaskRouteDeps {
   provider: Provider;
   tasks: TaskService;
   log: Logger;
-  authenticatePerson?: PersonAuthenticator;
+  authenticatePerson: PersonAuthenticator;
 }
+
+export const isTaskPath = (path: string) => path.startsWith("/tasks/");
 
 /** Task ids are what agent_task details may hold (agent-task.ts): 1 to 200 characters, no control character. */
 const isTaskId = (value: string) => value.length >= 1 && value.length <= 200 && isPlainText(value);
@@ -42,9 +45,7 @@ export function taskRoutes(deps: TaskRouteDeps): Middleware {
     if (!isTaskId(taskId)) throw new ApiError(400, "invalid_request", "task_id is not a valid task id");
     const body = (ctx.request.body ?? {}) as Record<string, unknown>;
     const context = { requestId: ctx.state.requestId, clientAddress: ctx.ip };
-    const personId = deps.authenticatePerson
-      ? await deps.authenticatePerson(ctx, completeTaskPurpose(taskId), body.csrf)
-      : undefined;
+    const personId = await deps.authenticatePerson(ctx, completeTaskPurpose(taskId), body.csrf);
     if (personId) {
       const result = await deps.tasks.complete(
         taskId,
@@ -70,7 +71,7 @@ export function taskRoutes(deps: TaskRouteDeps): Middleware {
       { ...context, actor: clientId },
     );
   });
-  const stack = compose([
+  return compose([
     jsonErrors(deps.log),
     securityHeaders,
     async (ctx: Context, next: () => Promise<unknown>) => {
@@ -80,9 +81,5 @@ export function taskRoutes(deps: TaskRouteDeps): Middleware {
     bodyParser({ enableTypes: ["form", "json"], formLimit: "16kb", jsonLimit: "16kb", encoding: "utf-8" }),
     router.routes(),
     router.allowedMethods(),
-  ]);
-  return async (ctx, next) => {
-    if (ctx.path.startsWith("/tasks/")) return stack(ctx as never, async () => {});
-    await next();
-  };
+  ]) as Middleware;
 }

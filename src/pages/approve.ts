@@ -184,7 +184,6 @@ export async function recordDenial(
   channel: "browser" | "ciba",
 ): Promise<void> {
   await audit.record(context, {
-    type: "consent",
     action: "delegation.deny",
     decision: "deny",
     reason: "the person declined",

@@ -30,7 +30,7 @@ export class Authenticator {
     const email = typeof rawEmail === "string" ? rawEmail.trim().toLowerCase().slice(0, MAX_EMAIL) : "";
     const password = typeof rawPassword === "string" ? rawPassword.slice(0, MAX_PASSWORD) : "";
     const address = context.clientAddress ?? "unknown";
-    const event = { type: "login" as const, decision: "deny" as const };
+    const event = { decision: "deny" as const };
     if (await this.#throttle.blocked(email, address)) {
       await this.#audit.record(
         { ...context, actor: email || "anonymous" },
@@ -52,7 +52,7 @@ export class Authenticator {
     await this.#throttle.succeed(email);
     await this.#audit.record(
       { ...context, actor: person.email },
-      { type: "login", action: "login.success", decision: "allow", target: person.id },
+      { action: "login.success", decision: "allow", target: person.id },
     );
     return { ok: true, person };
   }

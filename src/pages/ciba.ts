@@ -84,7 +84,6 @@ export function cibaHooks(deps: CibaDeps) {
       const params = request.params as Record<string, unknown> | undefined;
       const task = taskFromParams(params?.authorization_details);
       await deps.audit.record(providerRequestContext(ctx, client.clientId), {
-        type: "ciba",
         action: "ciba.request",
         delegatedBy: person?.email,
         agentChain: [client.clientId],

@@ -1,6 +1,6 @@
 // The reason an admin gives on the console (suspending an agent, the emergency stop), checked by the admin API's
 // own schema so that both accept exactly the same text; a refusal is a sentence for the page.
-import { reasonBody } from "../admin/schemas.ts";
+import { reasonBody } from "../registry/reason.ts";
 
 /** The longest reason accepted: the forms' maxlength. */
 export const REASON_MAX = reasonBody.shape.reason.maxLength;

@@ -12,6 +12,7 @@ import type { DelegationStore } from "../delegation/delegations.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError } from "../http/api-error.ts";
 import type { Logger } from "../logger.ts";
+import type { ProviderHooks } from "../oauth/provider-hooks.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import { Authenticator } from "./authenticate.ts";
 import { PendingApprovals } from "./ciba.ts";
@@ -20,7 +21,7 @@ import { csrfValid } from "./csrf.ts";
 import type { CookieKeys } from "./keys.ts";
 import { LoginThrottle } from "./login-throttle.ts";
 import { Pages, STYLESHEET_PATH } from "./pages.ts";
-import { createProviderHooks, type ProviderHooks } from "./provider-hooks.ts";
+import { createProviderHooks } from "./provider-hooks.ts";
 import { accountRoutes } from "./routes/account.ts";
 import { approvalsRoutes } from "./routes/approvals.ts";
 import { consoleRoutes } from "./routes/console.ts";
@@ -44,7 +45,7 @@ export interface PeopleUiDeps {
 
 export interface PeopleUi {
   hooks: ProviderHooks;
-  /** The pages' routes; requests for other paths pass through. */
+  /** The pages' routes, for the paths isPagePath matches. */
   routes(provider: Provider, services: PeopleUiServices): Middleware;
   /**
    * The active person signed in on this request, for a form posted from Deputy's pages outside these routes
@@ -57,6 +58,9 @@ export interface PeopleUi {
 const PATHS =
   /^\/(?:$|login$|logout$|approvals(?:\/|$)|delegations(?:\/|$)|interaction(?:\/|$)|console(?:\/|$))/;
 
+/** The paths the people's pages answer (app.ts mounts them there). */
+export const isPagePath = (path: string) => path === STYLESHEET_PATH || PATHS.test(path);
+
 export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
   const { config, prisma, redis, audit } = deps;
   const sessions = new UiSessionStore(redis, config.redisPrefix, config.sessionSeconds);
@@ -65,10 +69,8 @@ export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
   const throttle = new LoginThrottle(redis, config.redisPrefix, config.login);
   const authenticator = new Authenticator(prisma, throttle, audit);
   const hooks = createProviderHooks({
-    config,
     prisma,
     audit,
-    delegations: deps.delegations,
     sessions,
     pending,
     pages,
@@ -109,14 +111,14 @@ export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
       }
       const stack = compose([pageErrors(web), loadVisitor(web), router.routes(), router.allowedMethods()]);
       return async (ctx: Context, next: Next) => {
-        if (ctx.path === STYLESHEET_PATH && (ctx.method === "GET" || ctx.method === "HEAD")) {
+        if (ctx.path === STYLESHEET_PATH) {
+          if (ctx.method !== "GET" && ctx.method !== "HEAD") return next();
           ctx.set("Cache-Control", "public, max-age=3600");
           ctx.set("X-Content-Type-Options", "nosniff");
           ctx.type = "text/css; charset=utf-8";
           ctx.body = pages.stylesheet;
           return;
         }
-        if (!PATHS.test(ctx.path)) return next();
         await stack(ctx as never, async () => {});
         if (ctx.status === 404 && ctx.body === undefined) {
           pages.render(

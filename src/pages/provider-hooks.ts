@@ -1,19 +1,10 @@
-// Everything oidc-provider calls back into for people and approvals: accounts, the sign-in check, task
-// validation, the subject token, CIBA and error pages. provider.ts wires these into its configuration.
-
-import type { Account, Client, KoaContextWithOIDC, ResourceServer } from "oidc-provider";
+// The people's side of what oidc-provider calls (the port src/oauth/provider-hooks.ts declares): accounts, who
+// is signed in to Deputy's pages, CIBA requests shown on /approvals, and error pages.
+import type { Account, KoaContextWithOIDC } from "oidc-provider";
 import type { AuditLog } from "../audit/audit-log.ts";
-import type { Config } from "../config.ts";
 import { isUuid } from "../db/ids.ts";
-import { validateAgentTask } from "../delegation/agent-task.ts";
-import type { DelegationStore } from "../delegation/delegations.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
-import { authorizationRequestPolicy } from "../oauth/request-policy.ts";
-import {
-  type SubjectTokenDeps,
-  subjectTokenClaims,
-  subjectTokenResource,
-} from "../oauth/subject-token-hook.ts";
+import type { ProviderHooks } from "../oauth/provider-hooks.ts";
 import { cibaHooks, type PendingApprovals } from "./ciba.ts";
 import { readCookie, SESSION_COOKIE } from "./cookies.ts";
 import type { CookieKeys } from "./keys.ts";
@@ -21,31 +12,19 @@ import { type Pages, pageHeaders } from "./pages.ts";
 import type { UiSessionStore } from "./ui-sessions.ts";
 
 export interface ProviderHookDeps {
-  config: Config;
   prisma: PrismaClient;
   audit: AuditLog;
-  delegations: DelegationStore;
   sessions: UiSessionStore;
   pending: PendingApprovals;
   pages: Pages;
   cookieKeys: CookieKeys;
 }
 
-export type ProviderHooks = ReturnType<typeof createProviderHooks>;
-
-export function createProviderHooks(deps: ProviderHookDeps) {
-  const { config, prisma } = deps;
-  const tokens: SubjectTokenDeps = {
-    prisma,
-    audit: deps.audit,
-    delegations: deps.delegations,
-    issuer: config.issuer,
-    maxDelegationSeconds: config.maxDelegationSeconds,
-  };
+export function createProviderHooks(deps: ProviderHookDeps): ProviderHooks {
+  const { prisma } = deps;
   return {
     cookieKeys: deps.cookieKeys.keygrip,
 
-    /** People are accounts; only active people can be signed in or issued tokens for. */
     async findAccount(_ctx: KoaContextWithOIDC, id: string): Promise<Account | undefined> {
       if (!isUuid(id)) return undefined;
       const person = await prisma.person.findUnique({ where: { id } });
@@ -56,7 +35,6 @@ export function createProviderHooks(deps: ProviderHookDeps) {
       };
     },
 
-    /** Who is signed in to Deputy's pages in this browser (an active person), if anyone. */
     async signedInPerson(ctx: KoaContextWithOIDC): Promise<string | undefined> {
       const session = await deps.sessions.find(readCookie(ctx.get("cookie"), SESSION_COOKIE));
       if (!session) return undefined;
@@ -67,28 +45,10 @@ export function createProviderHooks(deps: ProviderHookDeps) {
       return person?.status === "active" ? session.personId : undefined;
     },
 
-    validateAgentTask: async (_ctx: KoaContextWithOIDC, detail: unknown) => {
-      validateAgentTask(detail, config.maxDelegationSeconds);
-    },
-    checkAgentRequest: authorizationRequestPolicy(config.issuer),
-
-    /** Any token oidc-provider mints for an agent is the delegation's subject token, for Deputy itself. */
-    subjectTokenResource: (ctx: KoaContextWithOIDC, client: Client): Promise<ResourceServer> => {
-      const grants = (client.deputy_grants ?? {}) as Record<string, string[]>;
-      return subjectTokenResource(tokens, ctx, [...new Set(Object.values(grants).flat())]);
-    },
-    subjectTokenClaims: (
-      ctx: KoaContextWithOIDC | undefined,
-      token: Parameters<typeof subjectTokenClaims>[2],
-    ) => subjectTokenClaims(tokens, ctx, token),
-
     ciba: cibaHooks({ prisma, audit: deps.audit, pending: deps.pending }),
 
-    /** Errors a browser sees (a bad authorization request that cannot go back to the agent) get a page. */
-    async renderError(
-      ctx: KoaContextWithOIDC,
-      out: { error: string; error_description?: string },
-    ): Promise<void> {
+    /** A bad authorization request that cannot go back to the agent. */
+    async renderError(ctx, out): Promise<void> {
       if (!ctx.accepts("json", "html") || ctx.accepts("json", "html") === "json") {
         ctx.type = "application/json";
         ctx.body = out;

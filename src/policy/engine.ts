@@ -146,7 +146,6 @@ export class PolicyEngine {
       shadow.push(outcome.rule.name);
       sideEvents.push({
         ...base,
-        type: "velocity",
         action: "velocity.would_deny",
         reason: `shadow velocity rule ${outcome.rule.name} would refuse: ${velocityText(outcome, facts.agent, facts.uri)}`,
         details: {
@@ -333,7 +332,6 @@ export class PolicyEngine {
       drift.push(action);
       sideEvents.push({
         ...base,
-        type: "drift",
         action: "drift.first_use",
         reason: `first use of ${action} on ${facts.uri} by ${facts.agent}`,
         scopesAsked: [action],
@@ -413,7 +411,6 @@ export class PolicyEngine {
     try {
       await this.#deps.audit.commit(input.audit, {
         ...base,
-        type: "velocity",
         action: "velocity.contain",
         decision: "deny",
         reason: `suspending ${agent}: ${reason}`,

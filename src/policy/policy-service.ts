@@ -1,10 +1,8 @@
 // Runtime policy, assembled: the versioned Cedar policy set, velocity rules, drift, human step-up and the
-// engine that decides with them. app.ts creates one per process; the exchange hook, the AuthZEN endpoints,
+// engine that decides with them. app.ts creates one per process; the issuance policy, the AuthZEN endpoints,
 // the admin API and the CIBA approval handler use it.
 import type { Redis } from "ioredis";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
-import { exchangePolicy } from "../exchange/exchange-policy.ts";
-import type { ExchangePolicy } from "../exchange/exchange-state.ts";
 import type { PrismaClient, StepUpApproval } from "../generated/prisma/client.ts";
 import type { Logger } from "../logger.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
@@ -20,7 +18,6 @@ export interface PolicyService {
   velocity: VelocityRules;
   stepUp: StepUpService;
   engine: PolicyEngine;
-  exchangePolicy: ExchangePolicy;
   /** The version in force now, as audit events record it. */
   version(): string;
   /**
@@ -63,7 +60,6 @@ export async function createPolicyService(deps: {
     velocity,
     stepUp,
     engine,
-    exchangePolicy: exchangePolicy(engine),
     version: () => String(store.current().version),
     recordStepUpApproval: (context, input) => stepUp.record(context, input),
     close() {

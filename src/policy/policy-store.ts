@@ -242,7 +242,7 @@ export class PolicyStore {
     set: CompiledPolicySet,
     version: number,
     previous: number | undefined,
-    action: string,
+    action: "policy.default" | "policy.apply",
   ): Promise<PolicyVersion> {
     const digest = sha256(text);
     return this.#prisma.$transaction(async (tx) => {
@@ -252,7 +252,6 @@ export class PolicyStore {
       await this.#audit.record(
         context,
         {
-          type: "policy_change",
           action,
           target: `policy version ${version}`,
           policyVersion: String(version),

@@ -58,7 +58,6 @@ export class StepUpService {
       await this.#audit.record(
         context,
         {
-          type: "ciba",
           action: "step_up.approve",
           decision: "allow",
           target: approval.id,

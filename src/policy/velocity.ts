@@ -218,7 +218,7 @@ export class VelocityRules {
         const created = ruleView(rule);
         await this.#audit.record(
           context,
-          { type: "policy_change", action: "velocity_rule.add", target: rule.name, after: created },
+          { action: "velocity_rule.add", target: rule.name, after: created },
           tx,
         );
         return created;
@@ -239,7 +239,7 @@ export class VelocityRules {
       const removed = ruleView(rule);
       await this.#audit.record(
         context,
-        { type: "policy_change", action: "velocity_rule.remove", target: rule.name, before: removed },
+        { action: "velocity_rule.remove", target: rule.name, before: removed },
         tx,
       );
       return removed;

@@ -14,8 +14,8 @@ import type {
 } from "../generated/prisma/client.ts";
 import { ApiError, invalidRequest, notFound } from "../http/api-error.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
-import type { RevocationService, RevocationSummary } from "../revocation/revocations.ts";
 import { generateClientSecret, hashClientSecret } from "../security/secrets.ts";
+import type { RevocationSummary, Revoker } from "./revoker.ts";
 
 export const REVIEW_INTERVAL_DAYS = 90;
 
@@ -188,10 +188,10 @@ export class AgentService {
   readonly #prisma: PrismaClient;
   readonly #audit: AuditLog;
   readonly #bus: InvalidationBus;
-  readonly #revocations?: RevocationService;
+  readonly #revocations: Revoker;
 
-  /** With `revocations`, suspending or retiring an agent revokes every delegation it holds or acts in. */
-  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, revocations?: RevocationService) {
+  /** `revocations`: suspending or retiring an agent revokes every delegation it holds or acts in. */
+  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, revocations: Revoker) {
     this.#prisma = prisma;
     this.#audit = audit;
     this.#bus = bus;
@@ -232,11 +232,7 @@ export class AgentService {
         include: AGENT_INCLUDE,
       });
       const created = agentView(row);
-      await this.#audit.record(
-        context,
-        { type: "admin_change", action: "agent.create", target: row.clientId, after: created },
-        tx,
-      );
+      await this.#audit.record(context, { action: "agent.create", target: row.clientId, after: created }, tx);
       return created;
     });
     return clientSecret ? { ...view, client_secret: clientSecret } : view;
@@ -295,7 +291,6 @@ export class AgentService {
       await this.#audit.record(
         context,
         {
-          type: "admin_change",
           action: "agent.update",
           target: row.clientId,
           before: agentView(before),
@@ -335,7 +330,6 @@ export class AgentService {
       await this.#audit.record(
         context,
         {
-          type: "admin_change",
           action: `agent.${action}`,
           target: row.clientId,
           reason,
@@ -354,7 +348,7 @@ export class AgentService {
     }, REVOKING_TRANSACTION);
     await this.#bus.publish("client", view.client_id);
     if (!pending) return view;
-    await revocations?.afterCommit(pending);
+    await this.#revocations.afterCommit(pending);
     return { ...view, revocation: pending.summary };
   }
 
@@ -364,7 +358,6 @@ export class AgentService {
    */
   async suspendAll(context: AuditContext, reason: string): Promise<SuspendAllResult> {
     const revocations = this.#revocations;
-    if (!revocations) throw new Error("suspendAll needs the revocation service");
     const { clientIds, pending } = await this.#prisma.$transaction(async (tx) => {
       const targets = await tx.agent.findMany({
         where: { status: { in: TRANSITIONS.suspend.from } },
@@ -378,7 +371,6 @@ export class AgentService {
       await this.#audit.record(
         context,
         {
-          type: "admin_change",
           action: "agent.suspend_all",
           target: "*",
           reason,
@@ -409,11 +401,7 @@ export class AgentService {
         include: AGENT_INCLUDE,
       });
       const after = agentView(row);
-      await this.#audit.record(
-        context,
-        { type: "admin_change", action: "agent.review", target: row.clientId, after },
-        tx,
-      );
+      await this.#audit.record(context, { action: "agent.review", target: row.clientId, after }, tx);
       return after;
     });
   }

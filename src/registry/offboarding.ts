@@ -77,7 +77,6 @@ async function handOver(
   await audit.record(
     context,
     {
-      type: "admin_change",
       action: "agent.owner_removed",
       target: agent.clientId,
       reason,
@@ -98,7 +97,6 @@ async function markNeedsOwner({ tx, audit, context, reason }: Release, agent: Ag
   await audit.record(
     context,
     {
-      type: "admin_change",
       action: wasSuspended ? "agent.needs_owner" : "agent.suspend",
       target: agent.clientId,
       reason,

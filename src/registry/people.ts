@@ -6,9 +6,9 @@ import { isUniqueViolation } from "../db/prisma-errors.ts";
 import type { Person, PrismaClient } from "../generated/prisma/client.ts";
 import { conflict, notFound } from "../http/api-error.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
-import type { PendingRevocation, RevocationService } from "../revocation/revocations.ts";
 import { hashPassword } from "../security/secrets.ts";
 import { releaseAgents } from "./offboarding.ts";
+import type { PendingRevocation, Revoker } from "./revoker.ts";
 
 export interface PersonView {
   id: string;
@@ -48,10 +48,10 @@ export class PeopleService {
   readonly #prisma: PrismaClient;
   readonly #audit: AuditLog;
   readonly #bus: InvalidationBus;
-  readonly #revocations: RevocationService;
+  readonly #revocations: Revoker;
 
   /** `revocations`: offboarding revokes the person's delegations and those of agents it suspends. */
-  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, revocations: RevocationService) {
+  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, revocations: Revoker) {
     this.#prisma = prisma;
     this.#audit = audit;
     this.#bus = bus;
@@ -74,11 +74,7 @@ export class PeopleService {
           },
         });
         const view = personView(person);
-        await this.#audit.record(
-          context,
-          { type: "admin_change", action: "person.create", target: person.id, after: view },
-          tx,
-        );
+        await this.#audit.record(context, { action: "person.create", target: person.id, after: view }, tx);
         return view;
       });
     } catch (error) {
@@ -116,7 +112,6 @@ export class PeopleService {
       await this.#audit.record(
         context,
         {
-          type: "admin_change",
           action: "person.update",
           target: person.id,
           before: personView(before),
@@ -147,7 +142,6 @@ export class PeopleService {
       await this.#audit.record(
         context,
         {
-          type: "admin_change",
           action: "person.offboard",
           target: person.id,
           reason,

@@ -91,11 +91,7 @@ export class ResourceServerService {
           include: { scopes: true },
         });
         const created = resourceView(row);
-        await this.#audit.record(
-          context,
-          { type: "admin_change", action: "resource.create", target: row.id, after: created },
-          tx,
-        );
+        await this.#audit.record(context, { action: "resource.create", target: row.id, after: created }, tx);
         return created;
       });
       await this.#bus.publish("resource", view.uri);
@@ -149,7 +145,6 @@ export class ResourceServerService {
       await this.#audit.record(
         context,
         {
-          type: "admin_change",
           action: "resource.update",
           target: row.id,
           before: resourceView(before),
@@ -175,11 +170,7 @@ export class ResourceServerService {
         where: { id: row.id },
         data: { clientSecretHash: hashClientSecret(clientSecret) },
       });
-      await this.#audit.record(
-        context,
-        { type: "admin_change", action: "resource.rotate_secret", target: row.id },
-        tx,
-      );
+      await this.#audit.record(context, { action: "resource.rotate_secret", target: row.id }, tx);
     });
     await this.#bus.publish("client", row.clientId);
     return { client_id: row.clientId, client_secret: clientSecret };

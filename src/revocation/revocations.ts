@@ -16,61 +16,22 @@
 import { randomUUID } from "node:crypto";
 import type { AuditContext, AuditEventInput, AuditLog } from "../audit/audit-log.ts";
 import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
-import type { RevocationJobs } from "../jobs/queue.ts";
+
 import type { Logger } from "../logger.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
+import type {
+  PendingRevocation,
+  RevocationCause,
+  RevocationScope,
+  RevocationSummary,
+  Revoker,
+} from "../registry/revoker.ts";
+import type { RevocationJobs } from "./jobs.ts";
 import type { TokenStore } from "./token-store.ts";
 
-export const TRIGGERS = [
-  "task_end",
-  "person",
-  "admin",
-  "suspension",
-  "offboarding",
-  "sweep",
-  "rfc7009",
-] as const;
-export type RevocationTrigger = (typeof TRIGGERS)[number];
-
-/** What a revocation reaches. */
-export type RevocationScope =
-  /** These delegations and every token of their lineage. */
-  | { delegations: string[] }
-  /** This token and every token exchanged from it, at any depth (its delegation stays as it is). */
-  | { token: string }
-  /** Every active delegation whose delegate is this agent or that holds a token with it anywhere in the chain. */
-  | { agent: string }
-  /** Every active delegation this person granted. */
-  | { person: string }
-  /** Every active delegation (the emergency stop). */
-  | { all: true };
-
-export interface RevocationCause {
-  trigger: RevocationTrigger;
-  /** Why, in words: kept as the delegation's end_reason and the audit event's reason. */
-  reason: string;
-  /** `ended`: the task is over (completed, or its end time passed); `revoked`: authority withdrawn. */
-  outcome?: "ended" | "revoked";
-  /** What the revocation was aimed at (a task id, an agent, a person, a token's jti): the audit target. */
-  target?: string;
-  /** A recheck run: audited only if it finds something the first run could not. */
-  recheck?: boolean;
-}
-
-export interface RevocationSummary {
-  trigger: RevocationTrigger;
-  outcome: "ended" | "revoked";
-  /** Delegations this revocation ended or revoked (not those that already were). */
-  delegations: number;
-  /** Tokens this revocation marked revoked in the lineage (not those that already were). */
-  tokens: number;
-  delegation_ids: string[];
-}
-
 /** A revocation whose database part is written (or about to be committed) and whose Redis part is to do. */
-export interface PendingRevocation {
+export interface PendingWork extends PendingRevocation {
   cause: RevocationCause;
-  summary: RevocationSummary;
   /** Delegations in scope (changed now or before): their caches are dropped and their task-end jobs removed. */
   delegationIds: string[];
   /** Grants of unexpired tokens in scope (each exchanged token has its own; subject tokens share their
@@ -86,7 +47,7 @@ const PURGE_JOB_SIZE = 1_000;
 /** Larger sets are published as one "drop everything" invalidation. */
 const PUBLISH_EACH_LIMIT = 100;
 /** How long after a revocation the recheck runs: longer than any exchange takes from load to lineage commit. */
-export const RECHECK_DELAY_MS = 3_000;
+const RECHECK_DELAY_MS = 3_000;
 const TRANSACTION_OPTIONS = { maxWait: 10_000, timeout: 60_000 } as const;
 const ID_CHUNK = 5_000;
 
@@ -101,7 +62,7 @@ export interface RevocationDeps {
   log: Logger;
 }
 
-export class RevocationService {
+export class RevocationService implements Revoker {
   readonly #deps: RevocationDeps;
 
   constructor(deps: RevocationDeps) {
@@ -131,7 +92,7 @@ export class RevocationService {
     scope: RevocationScope,
     cause: RevocationCause,
     context: AuditContext,
-  ): Promise<PendingRevocation> {
+  ): Promise<PendingWork> {
     const outcome = cause.outcome ?? (cause.trigger === "task_end" ? "ended" : "revoked");
     const now = new Date();
     if ("token" in scope) return this.#revokeSubtree(tx, scope.token, { ...cause, outcome }, context, now);
@@ -176,7 +137,7 @@ export class RevocationService {
   }
 
   /** The part outside the database: caches, Redis, jobs. Never throws: what fails is queued or left to the sweep. */
-  async afterCommit(pending: PendingRevocation): Promise<void> {
+  async afterCommit(pending: PendingWork): Promise<void> {
     const { bus, jobs, log } = this.#deps;
     const { delegationIds, summary } = pending;
     try {
@@ -189,17 +150,20 @@ export class RevocationService {
     await this.#purge(pending);
     if (summary.delegation_ids.length) await jobs.cancelTaskEnds(summary.delegation_ids);
     if (!pending.cause.recheck && (delegationIds.length || pending.tokenRoots.length)) {
-      await jobs.enqueueRecheck({
-        trigger: pending.cause.trigger,
-        reason: pending.cause.reason,
-        outcome: summary.outcome,
-        delegationIds: delegationIds.slice(0, 10_000),
-        tokenRoots: pending.tokenRoots,
-      });
+      await jobs.enqueueRecheck(
+        {
+          trigger: pending.cause.trigger,
+          reason: pending.cause.reason,
+          outcome: summary.outcome,
+          delegationIds: delegationIds.slice(0, 10_000),
+          tokenRoots: pending.tokenRoots,
+        },
+        RECHECK_DELAY_MS,
+      );
     }
   }
 
-  async #purge(pending: PendingRevocation): Promise<void> {
+  async #purge(pending: PendingWork): Promise<void> {
     const { tokens, jobs, log } = this.#deps;
     const { grantIds, tokenRoots } = pending;
     if (!grantIds.length) return;
@@ -232,7 +196,7 @@ export class RevocationService {
     cause: RevocationCause & { outcome: "ended" | "revoked" },
     context: AuditContext,
     now: Date,
-  ): Promise<PendingRevocation> {
+  ): Promise<PendingWork> {
     const rows = await tx.$queryRaw<
       { jti: string; grantId: string | null; revoked: boolean; live: boolean }[]
     >`
@@ -345,7 +309,6 @@ export class RevocationService {
 /** What every revocation event says: the trigger, the reason and what it was aimed at. */
 function revocationEvent(cause: RevocationCause) {
   return {
-    type: "revocation",
     action: `revocation.${cause.trigger}`,
     decision: "allow",
     reason: cause.reason,

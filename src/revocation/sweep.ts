@@ -8,7 +8,7 @@
 //  4. task-end jobs are re-armed for delegations ending before the next sweep or two (they may have been lost).
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
-import type { RevocationJobs } from "../jobs/queue.ts";
+import type { RevocationJobs } from "./jobs.ts";
 import type { RevocationService } from "./revocations.ts";
 import type { TokenStore } from "./token-store.ts";
 
@@ -70,7 +70,6 @@ export class Sweeper {
 
     if (result.strayTokens || result.redisLeftovers) {
       await this.#deps.audit.record(CONTEXT, {
-        type: "revocation",
         action: "revocation.sweep",
         decision: "allow",
         reason: "the sweep found revoked tokens the lineage or Redis did not reflect",

@@ -1,6 +1,6 @@
 // Builds a delegation scenario through the admin API and the service layer: a person, resource servers, a
 // chain of agents that may delegate to each other, and a root delegation with its subject token.
-import { issueSubjectToken } from "../../src/delegation/subject-token.ts";
+import { issueSubjectToken } from "../../src/oauth/issue-subject-token.ts";
 import { basicAuth, postForm } from "./oauth.ts";
 import type { TestServer } from "./server.ts";
 

@@ -1,13 +1,14 @@
 import type { Router } from "@koa/router";
 import { ApiError } from "../../http/api-error.ts";
 import type { LifecycleAction } from "../../registry/agents.ts";
+import { optionalReasonBody, reasonBody } from "../../registry/reason.ts";
 import { body } from "../request-body.ts";
 import type { AdminDeps } from "../routes.ts";
-import { createAgentBody, optionalReasonBody, reasonBody, updateAgentBody } from "../schemas.ts";
+import { createAgentBody, updateAgentBody } from "../schemas.ts";
 
 const STATUSES = ["pending", "active", "suspended", "retired"] as const;
 
-export function agentRoutes(router: Router, { agents }: AdminDeps): void {
+export function agentRoutes(router: Router, { agents }: Pick<AdminDeps, "agents">): void {
   router.get("/agents", async (ctx) => {
     const { status, owner } = ctx.query;
     if (status !== undefined && !STATUSES.includes(String(status) as (typeof STATUSES)[number])) {

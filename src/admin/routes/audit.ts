@@ -13,9 +13,9 @@ import {
   singleValues,
 } from "../../audit/audit-query.ts";
 import { invalidRequest } from "../../http/api-error.ts";
+import { reasonBody } from "../../registry/reason.ts";
 import { body } from "../request-body.ts";
 import type { AdminDeps } from "../routes.ts";
-import { reasonBody } from "../schemas.ts";
 
 const emptyBody = z.strictObject({});
 
@@ -27,7 +27,7 @@ function parseAnchor(value: string | undefined) {
   return { seq: Number(match[1]), hash: match[2] as string };
 }
 
-export function auditRoutes(router: Router, { auditTrail }: AdminDeps): void {
+export function auditRoutes(router: Router, { auditTrail }: Pick<AdminDeps, "auditTrail">): void {
   router.get("/audit", async (ctx) => {
     const values = singleValues(ctx.query, ["limit", "cursor", "order", "stats_by"]);
     const filter = parseFilter(values);

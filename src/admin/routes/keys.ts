@@ -14,7 +14,10 @@ const ROTATED =
   "every server publishes the new key at /jwks and accepts tokens signed with it now; each server signs with it " +
   "from its next restart, and until then with the previous key, which stays published";
 
-export function keyRoutes(router: Router, { prisma, audit, bus }: AdminDeps): void {
+export function keyRoutes(
+  router: Router,
+  { prisma, audit, bus }: Pick<AdminDeps, "prisma" | "audit" | "bus">,
+): void {
   router.get("/keys", async (ctx) => {
     ctx.body = { keys: (await listSigningKeys(prisma)).map(keyView) };
   });

@@ -1,10 +1,11 @@
 import type { Router } from "@koa/router";
 import { personView } from "../../registry/people.ts";
+import { reasonBody } from "../../registry/reason.ts";
 import { body } from "../request-body.ts";
 import type { AdminDeps } from "../routes.ts";
-import { createPersonBody, reasonBody, updatePersonBody } from "../schemas.ts";
+import { createPersonBody, updatePersonBody } from "../schemas.ts";
 
-export function peopleRoutes(router: Router, { people }: AdminDeps): void {
+export function peopleRoutes(router: Router, { people }: Pick<AdminDeps, "people">): void {
   router.get("/people", async (ctx) => {
     ctx.body = { people: await people.list() };
   });

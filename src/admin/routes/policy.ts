@@ -48,7 +48,7 @@ function versionParam(value: string | undefined): number {
   return Number(value);
 }
 
-export function policyRoutes(router: Router, { policy }: AdminDeps): void {
+export function policyRoutes(router: Router, { policy }: Pick<AdminDeps, "policy">): void {
   router.get("/policies", async (ctx) => {
     ctx.body = { in_force: policy.store.current().version, versions: await policy.store.list() };
   });

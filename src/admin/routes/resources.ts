@@ -3,7 +3,7 @@ import { body } from "../request-body.ts";
 import type { AdminDeps } from "../routes.ts";
 import { createResourceBody, updateResourceBody } from "../schemas.ts";
 
-export function resourceRoutes(router: Router, { resources }: AdminDeps): void {
+export function resourceRoutes(router: Router, { resources }: Pick<AdminDeps, "resources">): void {
   router.get("/resources", async (ctx) => {
     ctx.body = { resources: await resources.list() };
   });

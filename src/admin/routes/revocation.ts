@@ -2,9 +2,9 @@ import type { Router } from "@koa/router";
 import { isUuid } from "../../db/ids.ts";
 import type { Prisma } from "../../generated/prisma/client.ts";
 import { ApiError, notFound } from "../../http/api-error.ts";
+import { reasonBody } from "../../registry/reason.ts";
 import { body } from "../request-body.ts";
 import type { AdminDeps } from "../routes.ts";
-import { reasonBody } from "../schemas.ts";
 
 const DELEGATION_STATUSES = ["active", "revoked", "ended"] as const;
 
@@ -35,7 +35,10 @@ function delegationView(row: DelegationRow) {
 }
 
 /** Delegations, revocation by an admin, the emergency stop, and the revocation jobs' failures. */
-export function revocationRoutes(router: Router, { prisma, agents, revocation }: AdminDeps): void {
+export function revocationRoutes(
+  router: Router,
+  { prisma, agents, revocations, jobs }: Pick<AdminDeps, "prisma" | "agents" | "revocations" | "jobs">,
+): void {
   router.get("/delegations", async (ctx) => {
     const { status, person, agent, task } = ctx.query;
     if (status !== undefined && !DELEGATION_STATUSES.includes(String(status) as never))
@@ -64,7 +67,7 @@ export function revocationRoutes(router: Router, { prisma, agents, revocation }:
     const { reason } = reasonBody.parse(body(ctx));
     const exists = isUuid(id) && (await prisma.delegation.count({ where: { id } }));
     if (!exists) throw notFound(`delegation ${id}`);
-    const revoked = await revocation.revocations.revoke(
+    const revoked = await revocations.revoke(
       { delegations: [id] },
       { trigger: "admin", reason, target: id },
       ctx.state.audit,
@@ -81,10 +84,10 @@ export function revocationRoutes(router: Router, { prisma, agents, revocation }:
     const limit = ctx.query.limit === undefined ? 100 : Number(ctx.query.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
       throw new ApiError(400, "invalid_request", "limit must be a whole number from 1 to 1000");
-    ctx.body = { jobs: await revocation.jobs.failed(limit) };
+    ctx.body = { jobs: await jobs.failed(limit) };
   });
   router.post("/jobs/:id/retry", async (ctx) => {
-    const job = await revocation.jobs.retry(ctx.params.id ?? "");
+    const job = await jobs.retry(ctx.params.id ?? "");
     if (!job) throw notFound(`failed job ${ctx.params.id}`);
     ctx.body = { retried: job };
   });

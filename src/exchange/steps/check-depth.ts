@@ -1,32 +1,24 @@
-import { errors } from "oidc-provider";
-import { type ExchangeState, required } from "../exchange-state.ts";
+import { OAuthError } from "../../http/oauth-error.ts";
 
 /**
  * The chain may be no longer than the least of the subject token's limit, the delegation's and the server's.
  * An agent's own max_depth counts from where it stands: the chain may grow at most max_depth − 1 agents past it.
+ * Returns the longest chain a token minted now may lead to.
  */
-export async function checkDepth(state: ExchangeState): Promise<void> {
-  const chain = required(state.chain, "chain");
-  const limit = inheritedLimit(state);
-  if (chain.length > limit) {
-    throw new errors.InvalidRequest(
-      `delegation chain would be ${chain.length} agents long; this delegation allows at most ${limit}`,
+export function checkDepth(input: {
+  chainLength: number;
+  /** The subject token's delegation.max_depth claim. */
+  tokenLimit: number;
+  delegationLimit: number;
+  serverLimit: number;
+  callerMaxDepth: number;
+}): number {
+  const limit = Math.min(input.tokenLimit, input.delegationLimit, input.serverLimit);
+  if (input.chainLength > limit) {
+    throw new OAuthError(
+      "invalid_request",
+      `delegation chain would be ${input.chainLength} agents long; this delegation allows at most ${limit}`,
     );
   }
-}
-
-function inheritedLimit(state: ExchangeState): number {
-  const subject = required(state.subject, "subject");
-  const delegation = required(state.delegation, "delegation");
-  return Math.min(
-    subject.claims.delegation.max_depth,
-    delegation.maxDepth,
-    state.deps.config.maxDelegationDepth,
-  );
-}
-
-/** The longest chain a token minted now may lead to. */
-export function depthLimit(state: ExchangeState): number {
-  const chain = required(state.chain, "chain");
-  return Math.min(inheritedLimit(state), chain.length - 1 + state.caller.maxDepth);
+  return Math.min(limit, input.chainLength - 1 + input.callerMaxDepth);
 }

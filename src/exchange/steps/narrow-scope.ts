@@ -1,34 +1,37 @@
-import { errors } from "oidc-provider";
 import { errorText } from "../../http/error-text.ts";
-import { type ExchangeState, required } from "../exchange-state.ts";
+import { OAuthError } from "../../http/oauth-error.ts";
+import type { Caller } from "../../issuance/issuance-state.ts";
+import type { CatalogResource } from "../../registry/resource-catalog.ts";
 
 /**
  * Scope never widens: granted ⊆ subject token's scope ∩ the caller's allowed scopes on the resource ∩ the
  * resource's scopes. Omitted → that whole intersection; empty or wider → invalid_scope (RFC 6749 §5.2).
  */
-export async function narrowScope(state: ExchangeState): Promise<void> {
-  const subject = required(state.subject, "subject");
-  const resource = required(state.resource, "resource");
-  const callerAllowed = new Set(state.caller.grants[resource.uri] ?? []);
+export function narrowScope(input: {
+  caller: Pick<Caller, "clientId" | "grants">;
+  subjectScopes: string[];
+  resource: Pick<CatalogResource, "uri" | "scopes">;
+  requested: string[] | undefined;
+}): string[] {
+  const { caller, subjectScopes, resource, requested } = input;
+  const callerAllowed = new Set(caller.grants[resource.uri] ?? []);
   const resourceScopes = new Set(resource.scopes.map((scope) => scope.name));
-  const available = subject.scopes.filter((scope) => callerAllowed.has(scope) && resourceScopes.has(scope));
+  const available = subjectScopes.filter((scope) => callerAllowed.has(scope) && resourceScopes.has(scope));
   if (available.length === 0) {
-    throw new errors.InvalidScope(
-      `subject_token carries no scope that ${state.caller.clientId} may use on ${resource.uri}`,
-      subject.scopes.join(" "),
+    throw new OAuthError(
+      "invalid_scope",
+      `subject_token carries no scope that ${caller.clientId} may use on ${resource.uri}`,
+      { scope: subjectScopes.join(" ") },
     );
   }
-  const asked = state.requestedScopes;
-  if (!asked) {
-    state.scopes = available;
-    return;
-  }
-  const wider = asked.filter((scope) => !available.includes(scope));
+  if (!requested) return available;
+  const wider = requested.filter((scope) => !available.includes(scope));
   if (wider.length) {
-    throw new errors.InvalidScope(
+    throw new OAuthError(
+      "invalid_scope",
       `scope ${errorText(wider.join(" "))} is not available here; you may ask for at most: ${available.join(" ")}`,
-      errorText(wider.join(" ")),
+      { scope: errorText(wider.join(" ")) },
     );
   }
-  state.scopes = asked;
+  return requested;
 }

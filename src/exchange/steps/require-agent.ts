@@ -1,10 +1,8 @@
-import { errors } from "oidc-provider";
+import { OAuthError } from "../../http/oauth-error.ts";
 import type { ExchangeState } from "../exchange-state.ts";
 
 /** The caller is an authenticated, active agent (inactive agents never authenticate: see client-store). */
-export async function requireAgent(state: ExchangeState): Promise<void> {
-  const client = state.ctx.oidc.client;
-  if (client?.deputy_kind !== "agent") {
-    throw new errors.UnauthorizedClient("only registered agents may exchange tokens");
-  }
+export function requireAgent(state: ExchangeState): void {
+  if (state.call.caller.kind !== "agent")
+    throw new OAuthError("unauthorized_client", "only registered agents may exchange tokens");
 }

@@ -121,7 +121,6 @@ export function accountRoutes(deps: WebDeps): Router {
     clearCookie(ctx, SESSION_COOKIE, secureCookies(deps.config));
     await endProviderSession(ctx, deps.provider);
     await deps.audit.record(auditContext(ctx, current.person.email), {
-      type: "login",
       action: "logout",
       decision: "allow",
       target: current.person.id,

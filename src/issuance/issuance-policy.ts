@@ -1,11 +1,11 @@
-// The token-exchange hook: every exchange is decided by the policy engine for each scope it would grant.
+// The issuance policy (issuance-state.ts) the engine answers: every issuance is decided for each scope it would grant.
 // When the agent named no scope, high-risk scopes still waiting for the person's approval are left out of the
 // default rather than refusing the whole exchange; asked for by name, they are refused with the step-up advice.
 
 import type { PolicyEngine } from "../policy/engine.ts";
-import type { ExchangePolicy, PolicyInput } from "./exchange-state.ts";
+import type { IssuancePolicy, PolicyInput } from "./issuance-state.ts";
 
-export function exchangePolicy(engine: PolicyEngine): ExchangePolicy {
+export function issuancePolicy(engine: PolicyEngine): IssuancePolicy {
   const decide = (input: PolicyInput, scopes: string[]) => {
     const { delegation } = input;
     return engine.decide({
