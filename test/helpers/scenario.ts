@@ -68,6 +68,28 @@ export async function createAgent(
   return body;
 }
 
+/**
+ * Agents that delegate down a chain (planner → researcher → summarizer …), first to last: each may delegate to
+ * the next. `depths[i]` is the i-th agent's max_depth; every agent gets `grants` unless the link names its own.
+ */
+export async function createChain(
+  server: TestServer,
+  owner: string,
+  grants: { resource: string; scopes: string[] }[],
+  links: { maxDepth: number; grants?: { resource: string; scopes: string[] }[] }[],
+): Promise<Agent[]> {
+  const chain: Agent[] = [];
+  for (const link of [...links].reverse()) {
+    const next = chain[0];
+    const agent = await createAgent(server, owner, link.grants ?? grants, {
+      max_depth: link.maxDepth,
+      ...(next ? { may_delegate_to: [next.client_id] } : {}),
+    });
+    chain.unshift(agent);
+  }
+  return chain;
+}
+
 /** A root delegation from `personId` to `agent`, and its subject token. */
 export async function delegate(
   server: TestServer,
