@@ -186,13 +186,6 @@ export function canonicalJson(value: unknown): string {
   return `{${keys.map((key) => `${JSON.stringify(key)}:${canonicalJson(record[key])}`).join(",")}}`;
 }
 
-export function chainHash(prevHash: string | null, content: Record<string, unknown>): string {
-  return createHash("sha256")
-    .update(prevHash ?? "")
-    .update(canonicalJson(content))
-    .digest("hex");
-}
-
 const SORTED_CONTENT = [...CONTENT_FIELDS]
   .sort()
   .map((field) => [field, `${JSON.stringify(field)}:`] as const);
