@@ -99,6 +99,8 @@ interface Surface {
   name: string;
   answers(path: string): boolean;
   stack(ctx: Context, next: Next): Promise<unknown>;
+  /** A request of its paths that it does not answer goes on to oidc-provider (else its own 404/405 stands). */
+  fallsThrough?: true;
 }
 
 async function assemble(
@@ -248,6 +250,7 @@ async function assemble(
     {
       name: "health",
       answers: (path) => path === "/healthz",
+      fallsThrough: true,
       stack: compose([
         jsonErrors(log),
         securityHeaders,
@@ -281,6 +284,7 @@ async function assemble(
     {
       name: "people's pages",
       answers: isPagePath,
+      fallsThrough: true,
       stack: peopleUi.routes(provider, {
         revokeDelegation: async (context, id, reason) =>
           void (await revocations.revoke(
@@ -302,7 +306,8 @@ async function assemble(
   app.use(accessLog(log));
   app.use(async (ctx, next) => {
     const surface = surfaces.find((candidate) => candidate.answers(ctx.path));
-    return surface ? surface.stack(ctx, next) : next();
+    if (!surface) return next();
+    return surface.stack(ctx, surface.fallsThrough ? next : async () => {});
   });
   app.use(async (ctx) => {
     // RFC 8414 §3: the OAuth metadata document carries the same content as OpenID discovery.

@@ -39,7 +39,22 @@ export interface PendingWork extends PendingRevocation {
   grantIds: string[];
   /** Subtree roots, for the recheck job. */
   tokenRoots: string[];
+  /** What it reached, for the listeners (read only when there are listeners). */
+  reached?: Omit<RevocationReached, "cause" | "summary">;
 }
+
+/** What one revocation reached, as its listeners hear it once it is committed and applied. */
+export interface RevocationReached {
+  cause: RevocationCause;
+  summary: RevocationSummary;
+  /** The delegations it ended or revoked now, with the person who granted each and the agent it went to. */
+  delegations: { id: string; personId: string; agentClientId: string; resources: string[] }[];
+  /** The tokens it revoked now: their references (SHA-256 of the jti, never the token) and resources. */
+  tokens: { ref: string; delegationId: string; resource: string | null }[];
+}
+
+/** Hears every revocation after commit (e.g. to tell resource servers); errors are logged, never propagated. */
+export type RevocationListener = (reached: RevocationReached) => void | Promise<void>;
 
 /** Tokens purged inline up to this many; beyond, the purge is queued (their delegations already fail closed). */
 const INLINE_PURGE_LIMIT = 5_000;
@@ -64,9 +79,15 @@ export interface RevocationDeps {
 
 export class RevocationService implements Revoker {
   readonly #deps: RevocationDeps;
+  readonly #listeners: RevocationListener[] = [];
 
   constructor(deps: RevocationDeps) {
     this.#deps = deps;
+  }
+
+  /** Registers `listener` for every revocation from now on, in this process. */
+  onRevoked(listener: RevocationListener): void {
+    this.#listeners.push(listener);
   }
 
   /** Revokes `scope` in its own transaction, then applies it everywhere. */
@@ -133,7 +154,16 @@ export class RevocationService implements Revoker {
     const [first] = reached;
     if (reached.length > 1) await this.#auditEach(tx, context, cause, summary, reached, revokedTokens);
     else if (first) await this.#audit(tx, context, cause, summary, { delegationId: first });
-    return { cause, summary, delegationIds: ids, grantIds: [...new Set(grantIds)], tokenRoots: [] };
+    return {
+      cause,
+      summary,
+      delegationIds: ids,
+      grantIds: [...new Set(grantIds)],
+      tokenRoots: [],
+      reached: this.#listeners.length
+        ? await reachedNow(tx, changed, { delegationId: { in: reached } }, now)
+        : undefined,
+    };
   }
 
   /** The part outside the database: caches, Redis, jobs. Never throws: what fails is queued or left to the sweep. */
@@ -160,6 +190,20 @@ export class RevocationService implements Revoker {
         },
         RECHECK_DELAY_MS,
       );
+    }
+    await this.#tell(pending);
+  }
+
+  async #tell(pending: PendingWork): Promise<void> {
+    if (!pending.reached) return;
+    const reached = { cause: pending.cause, summary: pending.summary, ...pending.reached };
+    if (!reached.delegations.length && !reached.tokens.length) return;
+    for (const listener of this.#listeners) {
+      try {
+        await listener(reached);
+      } catch (error) {
+        this.#deps.log.error({ err: error }, "revocation: a listener failed");
+      }
     }
   }
 
@@ -240,6 +284,7 @@ export class RevocationService implements Revoker {
       delegationIds: [],
       grantIds: rows.flatMap((row) => (row.live && row.grantId ? [row.grantId] : [])),
       tokenRoots: rows.length ? [root] : [],
+      reached: this.#listeners.length ? await reachedNow(tx, [], { jti: { in: fresh } }, now) : undefined,
     };
   }
 
@@ -314,6 +359,34 @@ function revocationEvent(cause: RevocationCause) {
     reason: cause.reason,
     target: cause.target,
   } satisfies AuditEventInput;
+}
+
+/** The delegations changed now and the tokens revoked now (their `revoked_at` is this revocation's `now`). */
+async function reachedNow(
+  tx: Tx,
+  changed: string[],
+  tokensIn: Prisma.IssuedTokenWhereInput,
+  now: Date,
+): Promise<NonNullable<PendingWork["reached"]>> {
+  const delegations = changed.length
+    ? await tx.delegation.findMany({
+        where: { id: { in: changed } },
+        select: { id: true, personId: true, resources: true, agent: { select: { clientId: true } } },
+      })
+    : [];
+  const tokens = await tx.issuedToken.findMany({
+    where: { ...tokensIn, revokedAt: now },
+    select: { jti: true, delegationId: true, resource: true },
+  });
+  return {
+    delegations: delegations.map((row) => ({
+      id: row.id,
+      personId: row.personId,
+      agentClientId: row.agent.clientId,
+      resources: row.resources,
+    })),
+    tokens: tokens.map((row) => ({ ref: row.jti, delegationId: row.delegationId, resource: row.resource })),
+  };
 }
 
 type DelegationFacts = Awaited<ReturnType<typeof delegationFacts>>[number];
