@@ -164,7 +164,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     ...{ config, prisma, audit, bus, redis, log, delegations, provider },
     adapters: { accessTokens: provider.AccessToken.adapter, grants: provider.Grant.adapter },
   });
-  const people = new PeopleService(prisma, audit, bus, revocation.revocations);
+  const people = new PeopleService(prisma, audit, bus, revocation.revocations, peopleUi.sessions);
   const resources = new ResourceServerService(prisma, audit, bus);
   const agents = new AgentService(prisma, audit, bus, revocation.revocations);
 

@@ -13,6 +13,7 @@ import type { InvalidationBus } from "../events/invalidation-bus.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError } from "../http/api-error.ts";
 import type { Logger } from "../logger.ts";
+import type { SessionTerminator } from "../registry/people.ts";
 import { Authenticator } from "./authenticate.ts";
 import { PendingApprovals } from "./ciba.ts";
 import { readCookie, SESSION_COOKIE } from "./cookies.ts";
@@ -44,6 +45,8 @@ export interface PeopleUiDeps {
 
 export interface PeopleUi {
   hooks: ProviderHooks;
+  /** People's sessions, for the people service to end (registry/people.ts). */
+  sessions: SessionTerminator;
   /** The pages' routes; requests for other paths pass through. */
   routes(provider: Provider, services: PeopleUiServices): Middleware;
   /**
@@ -77,6 +80,7 @@ export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
 
   return {
     hooks,
+    sessions,
     async personFor(ctx, purpose, csrf) {
       const session = await sessions.find(readCookie(ctx.get("cookie"), SESSION_COOKIE));
       if (!session) return undefined;
