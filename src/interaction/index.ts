@@ -63,7 +63,7 @@ const PATHS =
 export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
   const { config, prisma, redis, audit } = deps;
   const sessions = new UiSessionStore(redis, config.redisPrefix, config.sessionSeconds);
-  const pending = new PendingApprovals(redis, config.redisPrefix);
+  const pending = new PendingApprovals(redis, config.redisPrefix, config.ciba);
   const pages = new Pages();
   const throttle = new LoginThrottle(redis, config.redisPrefix, config.login);
   const authenticator = new Authenticator(prisma, throttle, audit);
