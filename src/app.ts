@@ -150,7 +150,6 @@ async function assemble(
     delegations,
   });
   const { revocations } = revocation;
-  const people = new PeopleService(prisma, audit, bus, revocations);
   const resources = new ResourceServerService(prisma, audit, bus);
   const agents = new AgentService(prisma, audit, bus, revocations);
 
@@ -185,6 +184,8 @@ async function assemble(
     cookieKeys,
     log,
   });
+  // A new password, lost admin rights and offboarding end the person's sessions (the pages keep them).
+  const people = new PeopleService(prisma, audit, bus, revocations, peopleUi.sessions);
   const cascade = new RevocationCascade({ prisma, revocations });
   const provider = createProvider({
     config,

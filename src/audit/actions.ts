@@ -42,6 +42,7 @@ export const AUDIT_ACTIONS = {
   "delegation.deny": "consent",
   "subject_token.issue": "consent",
   "ciba.request": "ciba",
+  "ciba.refused": "ciba",
   "step_up.approve": "ciba",
   "revocation.task_end": "revocation",
   "revocation.person": "revocation",

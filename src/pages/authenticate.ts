@@ -31,7 +31,9 @@ export class Authenticator {
     const password = typeof rawPassword === "string" ? rawPassword.slice(0, MAX_PASSWORD) : "";
     const address = context.clientAddress ?? "unknown";
     const event = { decision: "deny" as const };
-    if (await this.#throttle.blocked(email, address)) {
+    // Counted before the password is checked, so concurrent attempts cannot pass the limits (login-throttle.ts).
+    const attempt = await this.#throttle.attempt(email, address);
+    if (!attempt) {
       await this.#audit.record(
         { ...context, actor: email || "anonymous" },
         { ...event, action: "login.throttled", reason: "too many failed attempts" },
@@ -41,7 +43,6 @@ export class Authenticator {
     const person = await this.#findPerson(email);
     const matches = await verifyPassword(password, person?.passwordHash ?? (await this.#dummyHash));
     if (!person || !matches || person.status !== "active") {
-      await this.#throttle.fail(email, address);
       const reason = !person ? "unknown account" : !matches ? "wrong password" : `person is ${person.status}`;
       await this.#audit.record(
         { ...context, actor: email || "anonymous" },
@@ -49,7 +50,7 @@ export class Authenticator {
       );
       return { ok: false, reason: "invalid" };
     }
-    await this.#throttle.succeed(email);
+    await attempt.succeeded();
     await this.#audit.record(
       { ...context, actor: person.email },
       { action: "login.success", decision: "allow", target: person.id },

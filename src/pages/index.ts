@@ -14,6 +14,7 @@ import { ApiError } from "../http/api-error.ts";
 import type { Logger } from "../logger.ts";
 import type { ProviderHooks } from "../oauth/provider-hooks.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
+import type { SessionTerminator } from "../registry/people.ts";
 import { Authenticator } from "./authenticate.ts";
 import { PendingApprovals } from "./ciba.ts";
 import { readCookie, SESSION_COOKIE } from "./cookies.ts";
@@ -45,6 +46,8 @@ export interface PeopleUiDeps {
 
 export interface PeopleUi {
   hooks: ProviderHooks;
+  /** People's sessions, for the people service to end (registry/people.ts). */
+  sessions: SessionTerminator;
   /** The pages' routes, for the paths isPagePath matches. */
   routes(provider: Provider, services: PeopleUiServices): Middleware;
   /**
@@ -64,7 +67,7 @@ export const isPagePath = (path: string) => path === STYLESHEET_PATH || PATHS.te
 export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
   const { config, prisma, redis, audit } = deps;
   const sessions = new UiSessionStore(redis, config.redisPrefix, config.sessionSeconds);
-  const pending = new PendingApprovals(redis, config.redisPrefix);
+  const pending = new PendingApprovals(redis, config.redisPrefix, config.ciba);
   const pages = new Pages();
   const throttle = new LoginThrottle(redis, config.redisPrefix, config.login);
   const authenticator = new Authenticator(prisma, throttle, audit);
@@ -79,6 +82,7 @@ export function createPeopleUi(deps: PeopleUiDeps): PeopleUi {
 
   return {
     hooks,
+    sessions,
     async personFor(ctx, purpose, csrf) {
       const session = await sessions.find(readCookie(ctx.get("cookie"), SESSION_COOKIE));
       if (!session) return undefined;

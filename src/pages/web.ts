@@ -85,7 +85,7 @@ export function loadVisitor(deps: WebDeps) {
       if (person?.status === "active") {
         ctx.state.visitor = { session, person };
       } else {
-        await deps.sessions.destroy(session.id);
+        await deps.sessions.destroy(session);
         clearCookie(ctx, SESSION_COOKIE, secureCookies(deps.config));
       }
     }
@@ -197,12 +197,32 @@ export async function answerOnce(deps: WebDeps, key: string): Promise<{ release(
   };
 }
 
-/** Starts a fresh session for a person who just signed in (never reusing an earlier id). */
-export async function startSession(ctx: Context, deps: WebDeps, person: Person): Promise<UiSession> {
+/**
+ * Starts a fresh session for a person who just signed in (never reusing an earlier id). Undefined when the
+ * person's password, admin rights or status changed while the sign-in checked them: the change ended the
+ * person's sessions (registry/people.ts) perhaps before this one was created, so it must not survive it.
+ */
+export async function startSession(
+  ctx: Context,
+  deps: WebDeps,
+  person: Person,
+): Promise<UiSession | undefined> {
   const secure = secureCookies(deps.config);
   const previous = ctx.state.visitor.session;
-  if (previous) await deps.sessions.destroy(previous.id);
+  if (previous) await deps.sessions.destroy(previous);
   const session = await deps.sessions.create(person.id);
+  // Read after the session is listed: a change committed before this read is seen here, one committed after it
+  // ends this session with the person's others.
+  const now = await deps.prisma.person.findUnique({ where: { id: person.id } });
+  if (
+    now?.status !== "active" ||
+    now.passwordHash !== person.passwordHash ||
+    now.isAdmin !== person.isAdmin
+  ) {
+    await deps.sessions.destroy(session);
+    ctx.state.visitor = {};
+    return undefined;
+  }
   setCookie(ctx, SESSION_COOKIE, session.id, { secure, maxAge: deps.sessions.ttlSeconds });
   clearCookie(ctx, LOGIN_NONCE_COOKIE, secure);
   ctx.state.visitor = { session, person };

@@ -42,6 +42,15 @@ export interface OffboardingResult {
   agents_handed_over: string[];
 }
 
+/**
+ * Ends every signed-in session of a person. The registry requires it and the sessions module implements it
+ * (pages/ui-sessions.ts; app.ts injects it), so that the rule lives here without the registry depending
+ * on the pages.
+ */
+export interface SessionTerminator {
+  endSessionsOf(personId: string): Promise<void>;
+}
+
 const REVOKING_TRANSACTION = { maxWait: 10_000, timeout: 60_000 } as const;
 
 export class PeopleService {
@@ -49,13 +58,24 @@ export class PeopleService {
   readonly #audit: AuditLog;
   readonly #bus: InvalidationBus;
   readonly #revocations: Revoker;
+  readonly #sessions: SessionTerminator;
 
-  /** `revocations`: offboarding revokes the person's delegations and those of agents it suspends. */
-  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, revocations: Revoker) {
+  /**
+   * `revocations`: offboarding revokes the person's delegations and those of agents it suspends. `sessions`: a
+   * new password, the loss of admin rights and offboarding sign the person out everywhere.
+   */
+  constructor(
+    prisma: PrismaClient,
+    audit: AuditLog,
+    bus: InvalidationBus,
+    revocations: Revoker,
+    sessions: SessionTerminator,
+  ) {
     this.#prisma = prisma;
     this.#audit = audit;
     this.#bus = bus;
     this.#revocations = revocations;
+    this.#sessions = sessions;
   }
 
   async create(
@@ -96,6 +116,10 @@ export class PeopleService {
     return person;
   }
 
+  /**
+   * Changes a person. A new password or the loss of admin rights ends every session the person has, once the
+   * change is committed: whoever signed in with the old password, or as an admin, must sign in again.
+   */
   async update(
     context: AuditContext,
     idOrEmail: string,
@@ -103,7 +127,7 @@ export class PeopleService {
   ): Promise<PersonView> {
     const before = await this.find(idOrEmail);
     const passwordHash = input.password === undefined ? undefined : await hashPassword(input.password);
-    return this.#prisma.$transaction(async (tx) => {
+    const view = await this.#prisma.$transaction(async (tx) => {
       const person = await tx.person.update({
         where: { id: before.id },
         data: { name: input.name, isAdmin: input.admin, passwordHash },
@@ -122,6 +146,9 @@ export class PeopleService {
       );
       return view;
     });
+    if (passwordHash !== undefined || (before.isAdmin && !view.admin))
+      await this.#sessions.endSessionsOf(before.id);
+    return view;
   }
 
   /**
@@ -160,6 +187,7 @@ export class PeopleService {
       }
       return { view: after, pending, released };
     }, REVOKING_TRANSACTION);
+    await this.#sessions.endSessionsOf(before.id);
     const touched = [...released.handedOver, ...released.orphaned.map((agent) => agent.clientId)];
     await Promise.all(touched.map((clientId) => this.#bus.publish("client", clientId)));
     await this.#bus.publish("delegation", "*");

@@ -122,9 +122,12 @@ describe("admin console (HTTP)", () => {
     const allowed = await consoleAs(other.email);
     expect(allowed.page.body).toContain(agent.client_id);
     expect(allowed.page.body).toContain(`href="${CONSOLE}" aria-current="page"`);
-    // The flag is read on every request: an admin no more is refused at once.
+    // An admin no more is signed out at once (and, signed in again, refused).
     expect((await server.admin("PATCH", `/people/${other.id}`, { admin: false })).status).toBe(200);
-    expect((await allowed.client.request(CONSOLE)).status).toBe(403);
+    expect((await allowed.client.request(CONSOLE)).location).toBe(
+      `${server.url}/login?return_to=${encodeURIComponent(CONSOLE)}`,
+    );
+    expect((await signInToConsole(other.email)).page.status).toBe(403);
     expect(await status(agent)).toBe("active");
   });
 

@@ -73,16 +73,17 @@ export async function handleLogin(
   requireLoginCsrf(ctx, deps, options.purpose, form);
   const email = form.get("email") ?? "";
   const result = await deps.authenticator.signIn(auditContext(ctx, "anonymous"), email, form.get("password"));
-  if (!result.ok) {
+  const started = result.ok && (await startSession(ctx, deps, result.person));
+  if (!result.ok || !started) {
+    const throttled = !result.ok && result.reason === "throttled";
     renderLogin(ctx, deps, {
       ...options,
-      status: result.reason === "throttled" ? 429 : 401,
-      error: result.reason === "throttled" ? TOO_MANY_ATTEMPTS : SIGN_IN_FAILED,
+      status: throttled ? 429 : 401,
+      error: throttled ? TOO_MANY_ATTEMPTS : SIGN_IN_FAILED,
       email: email.slice(0, 254),
     });
     return undefined;
   }
-  await startSession(ctx, deps, result.person);
   return result.person;
 }
 
@@ -117,7 +118,7 @@ export function accountRoutes(deps: WebDeps): Router {
     const current = signedIn(ctx);
     if (!current) return redirect(ctx, "/login");
     requireCsrf(current.session.csrfSecret, "logout", form);
-    await deps.sessions.destroy(current.session.id);
+    await deps.sessions.destroy(current.session);
     clearCookie(ctx, SESSION_COOKIE, secureCookies(deps.config));
     await endProviderSession(ctx, deps.provider);
     await deps.audit.record(auditContext(ctx, current.person.email), {

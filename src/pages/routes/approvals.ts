@@ -52,10 +52,11 @@ export function approvalsRoutes(deps: WebDeps): Router {
     const current = signedIn(ctx);
     if (!current) return redirectToLogin(ctx, "/approvals");
     const requests = [];
-    for (const id of await deps.pending.list(current.person.id)) {
+    const waiting = await deps.pending.list(current.person.id);
+    for (const { clientId, id } of waiting.requests) {
       const request = await pendingRequest(current.person.id, id);
-      if (!request) {
-        await deps.pending.remove(current.person.id, id);
+      if (!request || request.clientId !== clientId) {
+        await deps.pending.remove(current.person.id, clientId, id);
         continue;
       }
       const params = (request.params ?? {}) as Record<string, unknown>;
@@ -84,6 +85,7 @@ export function approvalsRoutes(deps: WebDeps): Router {
       title: "Approvals",
       ...layoutVariables(ctx, "approvals"),
       requests,
+      hidden: waiting.hidden,
       notice: NOTICES[String(ctx.query.done)],
     });
   });
@@ -130,7 +132,7 @@ export function approvalsRoutes(deps: WebDeps): Router {
           // The agent's next poll learns the approval failed (access_denied), and the request leaves /approvals.
           async (reason) => {
             await provider.backchannelResult(request, new errors.AccessDenied(reason));
-            await deps.pending.remove(current.person.id, id);
+            await deps.pending.remove(current.person.id, String(request.clientId), id);
           },
         );
       } else {
@@ -150,7 +152,7 @@ export function approvalsRoutes(deps: WebDeps): Router {
         });
       throw error;
     }
-    await deps.pending.remove(current.person.id, id);
+    await deps.pending.remove(current.person.id, String(request.clientId), id);
     redirect(ctx, `/approvals?done=${decision.approve ? "approved" : "denied"}`);
   });
 
