@@ -34,6 +34,7 @@ import { AgentService } from "./registry/agents.ts";
 import { PeopleService } from "./registry/people.ts";
 import { ResourceCatalog } from "./registry/resource-catalog.ts";
 import { ResourceServerService } from "./registry/resource-servers.ts";
+import { RevocationList } from "./revocation/revocation-list.ts";
 import { createRevocationRuntime, type RevocationRuntime } from "./revocation/runtime.ts";
 
 export interface Deputy {
@@ -95,6 +96,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   const clients = new ClientStore(prisma, bus);
   const catalog = new ResourceCatalog(prisma, bus);
   const delegations = new DelegationStore(prisma, audit, bus, config.maxDelegationDepth);
+  const revocationList = new RevocationList(prisma, bus, log);
   await ensureBootstrapAdmin({
     prisma,
     audit,
@@ -134,7 +136,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   });
   const provider = createProvider({
     config,
-    adapter: createProviderAdapter(redis.redis, `${config.redisPrefix}oidc:`, clients),
+    adapter: createProviderAdapter(redis.redis, `${config.redisPrefix}oidc:`, clients, revocationList),
     clients,
     resources: catalog,
     delegations,
@@ -268,6 +270,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     revocation,
     async close() {
       await revocation.close();
+      revocationList.close();
       policy.close();
       await writer.drain();
       await bus.close();

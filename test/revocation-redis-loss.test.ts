@@ -11,6 +11,8 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { issueSubjectToken } from "../src/delegation/subject-token.ts";
 import { taskEndJobId } from "../src/jobs/queue.ts";
+import { createRedisAdapterFactory } from "../src/oauth/redis-adapter.ts";
+import { oidcKeyPrefix } from "../src/revocation/token-store.ts";
 import { basicAuth, postForm } from "./helpers/oauth.ts";
 import {
   type Agent,
@@ -87,7 +89,13 @@ describe.each(BACKENDS)("losing Redis, on %s", (backend) => {
   });
 
   const prisma = () => server.deputy.db.prisma;
-  const inRedis = async (token: string) => Boolean(await server.deputy.provider.AccessToken.find(token));
+  /** Whether Redis holds the token, read directly (oidc-provider's reads honour the revocation list). */
+  const inRedis = async (token: string) => {
+    const RedisAdapter = createRedisAdapterFactory(redis, {
+      prefix: oidcKeyPrefix(server.env.REDIS_PREFIX ?? ""),
+    });
+    return Boolean(await new RedisAdapter("AccessToken").find(token));
+  };
   const as = (agent: Agent) => ({ authorization: basicAuth(agent.client_id, agent.client_secret) });
   const delegation = (endsInSeconds = 3600) =>
     delegate(server, {
@@ -236,6 +244,11 @@ describe.each(BACKENDS)("losing Redis, on %s", (backend) => {
     await redis.call("DEBUG", "RELOAD", "NOSAVE");
     expect(await inRedis(prunedTokens[1])).toBe(true);
     expect(await inRedis(completedTokens[1])).toBe(true);
+    // Back in Redis, yet revoked: the delegation's state refuses the completed task's, the revocation list the
+    // pruned subtree (whose delegation is still active).
+    for (const token of [...completedTokens, ...prunedTokens]) {
+      expect(await introspect(server, mail, token)).toEqual({ active: false });
+    }
 
     await until("the sweep to destroy the resurrected tokens", async () => {
       const present = await Promise.all(revoked.map(inRedis));

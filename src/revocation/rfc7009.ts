@@ -78,7 +78,7 @@ async function cascadeRevocation(ctx: KoaContextWithOIDC, token: RevokedToken): 
     return true;
   }
   await cascade.revocations.revoke(
-    { token: ref },
+    { tokens: [ref] },
     { trigger: "rfc7009", reason: "the agent revoked a token (RFC 7009)", target: lineage.clientId },
     context,
   );

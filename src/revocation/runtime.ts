@@ -63,6 +63,8 @@ export function createRevocationRuntime(options: RevocationRuntimeOptions): Revo
     revocations,
     tokens,
     jobs,
+    bus,
+    log,
     sweepSeconds: config.sweepSeconds,
     maxDelegationSeconds: config.maxDelegationSeconds,
   });
