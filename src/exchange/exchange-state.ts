@@ -76,6 +76,8 @@ export interface ExchangeState {
   subject?: SubjectToken;
   delegation?: DelegationState;
   chain?: string[];
+  /** The longest chain a token minted now may lead to. */
+  maxDepth?: number;
   resource?: CatalogResource;
   scopes?: string[];
   expiresIn?: number;

@@ -32,6 +32,7 @@ export const TRIGGERS = [
   "offboarding",
   "sweep",
   "rfc7009",
+  "narrowing",
 ] as const;
 export type RevocationTrigger = (typeof TRIGGERS)[number];
 

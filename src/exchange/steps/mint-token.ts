@@ -3,7 +3,6 @@ import { actClaim, type DelegatedTokenClaims, mayAct } from "../../delegation/to
 import { TOKEN_EXCHANGE_GRANT } from "../../oauth/constants.ts";
 import { resourceServer } from "../../oauth/provider-internals.ts";
 import { type ExchangeState, required } from "../exchange-state.ts";
-import { depthLimit } from "./check-depth.ts";
 
 /**
  * Mints the new token: opaque by default (stored, introspectable, revocable), RFC 9068 JWT (`typ: at+jwt`, ES256)
@@ -27,7 +26,7 @@ export async function mintToken(state: ExchangeState): Promise<void> {
       task: delegation.taskDescription,
       ends_at: Math.floor(delegation.endsAt.getTime() / 1000),
       depth: chain.length,
-      max_depth: depthLimit(state),
+      max_depth: required(state.maxDepth, "maxDepth"),
     },
     ...mayAct(client.deputy_may_delegate_to),
   };

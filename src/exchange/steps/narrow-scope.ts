@@ -3,15 +3,19 @@ import { errorText } from "../../http/error-text.ts";
 import { type ExchangeState, required } from "../exchange-state.ts";
 
 /**
- * Scope never widens: granted ⊆ subject token's scope ∩ the caller's allowed scopes on the resource ∩ the
- * resource's scopes. Omitted → that whole intersection; empty or wider → invalid_scope (RFC 6749 §5.2).
+ * Scope never widens: granted ⊆ subject token's scope ∩ the delegation's scopes now (narrowing its agent may
+ * have cut them since the token was minted) ∩ the caller's allowed scopes on the resource ∩ the resource's
+ * scopes. Omitted → that whole intersection; empty or wider → invalid_scope (RFC 6749 §5.2).
  */
 export async function narrowScope(state: ExchangeState): Promise<void> {
   const subject = required(state.subject, "subject");
   const resource = required(state.resource, "resource");
+  const delegated = new Set(required(state.delegation, "delegation").scopes);
   const callerAllowed = new Set(state.caller.grants[resource.uri] ?? []);
   const resourceScopes = new Set(resource.scopes.map((scope) => scope.name));
-  const available = subject.scopes.filter((scope) => callerAllowed.has(scope) && resourceScopes.has(scope));
+  const available = subject.scopes.filter(
+    (scope) => delegated.has(scope) && callerAllowed.has(scope) && resourceScopes.has(scope),
+  );
   if (available.length === 0) {
     throw new errors.InvalidScope(
       `subject_token carries no scope that ${state.caller.clientId} may use on ${resource.uri}`,
