@@ -18,6 +18,8 @@ import type { RevocationService } from "./revocations.ts";
 import type { TokenStore } from "./token-store.ts";
 
 const BATCH = 1_000;
+/** As a revocation's: over a large lineage the strays' update may take a while. */
+const TRANSACTION_OPTIONS = { maxWait: 10_000, timeout: 60_000 } as const;
 const CONTEXT: AuditContext = { actor: "deputy:sweep" };
 
 export interface SweepResult {
@@ -115,7 +117,7 @@ export class Sweeper {
         RETURNING jti`;
       const refs = rows.map((row) => row.jti);
       return { orphans: refs.length, epoch: await listRevokedTokens(tx, refs) };
-    });
+    }, TRANSACTION_OPTIONS);
     if (epoch !== undefined) await announceEpoch(bus, epoch, log);
     return underEnded + orphans;
   }
