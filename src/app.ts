@@ -41,6 +41,7 @@ import { AgentService } from "./registry/agents.ts";
 import { PeopleService } from "./registry/people.ts";
 import { ResourceCatalog } from "./registry/resource-catalog.ts";
 import { ResourceServerService } from "./registry/resource-servers.ts";
+import { RevocationList } from "./revocation/revocation-list.ts";
 import { createRevocationRuntime, type RevocationRuntime } from "./revocation/runtime.ts";
 
 export interface Deputy {
@@ -138,7 +139,14 @@ async function assemble(
 
   // Revocation: task ends, suspensions, offboarding, RFC 7009 cascades, the sweep. It reaches the tokens in Redis
   // through the storage adapter oidc-provider is given below.
-  const providerAdapter = createProviderAdapter(redis.redis, `${config.redisPrefix}oidc:`, clients);
+  // Tokens revoked while their delegation stays active: absent whatever Redis holds (revocation-list.ts).
+  const revocationList = new RevocationList(prisma, bus, log);
+  const providerAdapter = createProviderAdapter(
+    redis.redis,
+    `${config.redisPrefix}oidc:`,
+    clients,
+    revocationList,
+  );
   const revocation = createRevocationRuntime({
     settings: config,
     prisma,
@@ -213,9 +221,13 @@ async function assemble(
     tokens,
     resources: catalog,
     delegations,
-    activeAgentDelegates: async (clientId) => {
+    activeAgent: async (clientId) => {
       const agent = await clients.find(clientId);
-      return agent ? ((agent.deputy_may_delegate_to as string[] | undefined) ?? []) : undefined;
+      if (agent?.deputy_kind !== "agent") return undefined;
+      return {
+        mayDelegateTo: (agent.deputy_may_delegate_to as string[] | undefined) ?? [],
+        maxDepth: Number(agent.deputy_max_depth ?? 1),
+      };
     },
     policy: issuancePolicy(policy.engine),
     policyVersion: policy.version,
@@ -348,6 +360,7 @@ async function assemble(
     jobs: jobs.queue,
     async close() {
       await jobs.close();
+      revocationList.close();
       policy.close();
       await writer.drain();
       await bus.close();

@@ -31,6 +31,7 @@ export const REVOCATION_TRIGGERS = [
   "offboarding",
   "sweep",
   "rfc7009",
+  "narrowing",
 ] as const;
 export type RevocationTrigger = (typeof REVOCATION_TRIGGERS)[number];
 
@@ -40,6 +41,7 @@ export const AUDIT_ACTIONS = {
   "access.evaluate": "evaluation",
   "delegation.create": "consent",
   "delegation.deny": "consent",
+  "delegation.narrow": "admin_change",
   "subject_token.issue": "consent",
   "ciba.request": "ciba",
   "ciba.refused": "ciba",
@@ -51,6 +53,7 @@ export const AUDIT_ACTIONS = {
   "revocation.offboarding": "revocation",
   "revocation.sweep": "revocation",
   "revocation.rfc7009": "revocation",
+  "revocation.narrowing": "revocation",
   "login.success": "login",
   "login.failure": "login",
   "login.throttled": "login",

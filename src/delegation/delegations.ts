@@ -38,6 +38,45 @@ export interface NewDelegation {
   requestRef?: string;
 }
 
+/** What an agent may be delegated: scopes per resource server URI (its grants), and its max_depth. */
+export interface AgentBounds {
+  grants: Record<string, string[]>;
+  maxDepth: number;
+}
+
+/** What a delegation holds that bounds it. */
+export interface DelegationBounds {
+  resources: string[];
+  scopes: string[];
+  maxDepth: number;
+}
+
+/** An agent's bounds, from its registry row with its grants' resource servers. */
+export function agentBounds(agent: {
+  maxDepth: number;
+  scopeGrants: { scopes: string[]; resourceServer: { uri: string } }[];
+}): AgentBounds {
+  return {
+    grants: Object.fromEntries(agent.scopeGrants.map((grant) => [grant.resourceServer.uri, grant.scopes])),
+    maxDepth: agent.maxDepth,
+  };
+}
+
+/**
+ * The part of a delegation an agent may hold: the resources it is granted, the scopes it is granted on those,
+ * and no more depth than its max_depth. Creating a delegation refuses anything beyond; narrowing an agent cuts
+ * its live delegations down to it.
+ */
+export function withinAgent(delegation: DelegationBounds, agent: AgentBounds): DelegationBounds {
+  const resources = delegation.resources.filter((uri) => Object.hasOwn(agent.grants, uri));
+  const allowed = new Set(resources.flatMap((uri) => agent.grants[uri] ?? []));
+  return {
+    resources,
+    scopes: delegation.scopes.filter((scope) => allowed.has(scope)),
+    maxDepth: Math.min(delegation.maxDepth, agent.maxDepth),
+  };
+}
+
 /** Called after a delegation is committed (e.g. to schedule the job that ends it at its end time). */
 export type DelegationCreatedListener = (delegation: Delegation) => Promise<void>;
 
@@ -70,17 +109,14 @@ export class DelegationStore {
     const person = await this.#prisma.person.findUnique({ where: { id: input.personId } });
     if (person?.status !== "active") throw invalidRequest("the person is not active");
     if (input.endsAt.getTime() <= Date.now()) throw invalidRequest("the delegation would end in the past");
-    const allowed = new Set(
-      agent.scopeGrants
-        .filter((grant) => input.resources.includes(grant.resourceServer.uri))
-        .flatMap((grant) => grant.scopes),
+    const within = withinAgent(
+      { resources: input.resources, scopes: input.scopes, maxDepth: input.maxDepth ?? agent.maxDepth },
+      agentBounds(agent),
     );
-    const unknownResources = input.resources.filter(
-      (uri) => !agent.scopeGrants.some((grant) => grant.resourceServer.uri === uri),
-    );
+    const unknownResources = input.resources.filter((uri) => !within.resources.includes(uri));
     if (unknownResources.length)
       throw invalidRequest(`the agent may not be delegated ${unknownResources.join(", ")}`);
-    const excess = input.scopes.filter((scope) => !allowed.has(scope));
+    const excess = input.scopes.filter((scope) => !within.scopes.includes(scope));
     if (excess.length) throw invalidRequest(`the agent may not be delegated the scopes ${excess.join(", ")}`);
     if (input.scopes.length === 0) throw invalidRequest("a delegation needs at least one scope");
 
@@ -96,7 +132,7 @@ export class DelegationStore {
           scopes: [...new Set(input.scopes)],
           resources: [...new Set(input.resources)],
           endsAt: input.endsAt,
-          maxDepth: Math.min(input.maxDepth ?? agent.maxDepth, agent.maxDepth, this.#maxDepth),
+          maxDepth: Math.min(within.maxDepth, this.#maxDepth),
         },
       });
       await this.#audit.record(

@@ -14,8 +14,8 @@ export interface ExchangeDeps extends IssuanceDeps {
   tokens: PresentedTokens;
   resources: ResourceCatalog;
   delegations: DelegationStore;
-  /** The delegates an active agent is registered for; undefined when it is not active. */
-  activeAgentDelegates(clientId: string): Promise<string[] | undefined>;
+  /** An active agent as the registry has it now (cached); undefined when it is not an active agent. */
+  activeAgent(clientId: string): Promise<{ mayDelegateTo: string[]; maxDepth: number } | undefined>;
   /** The server's limit on any chain's length (DEPUTY_MAX_DELEGATION_DEPTH). */
   maxDelegationDepth: number;
 }

@@ -8,7 +8,7 @@ import { validateParameters } from "./exchange-request.ts";
 import type { ExchangeCall, ExchangeDeps, ExchangeState } from "./exchange-state.ts";
 import { checkActor } from "./steps/check-actor.ts";
 import { checkDelegation } from "./steps/check-delegation.ts";
-import { checkDepth } from "./steps/check-depth.ts";
+import { checkDepth, currentChain } from "./steps/check-depth.ts";
 import { loadSubjectToken } from "./steps/load-subject-token.ts";
 import { narrowScope } from "./steps/narrow-scope.ts";
 import { requireAgent } from "./steps/require-agent.ts";
@@ -49,6 +49,7 @@ export async function exchangeToken(deps: ExchangeDeps, call: ExchangeCall): Pro
       scopes: narrowScope({
         caller: call.caller,
         subjectScopes: targeted.subject.scopes,
+        delegationScopes: targeted.delegation.scopes,
         resource: targeted.resource,
         requested: request.scopes,
       }),
@@ -60,6 +61,7 @@ export async function exchangeToken(deps: ExchangeDeps, call: ExchangeCall): Pro
         delegationLimit: scoped.delegation.maxDepth,
         serverLimit: deps.maxDelegationDepth,
         callerMaxDepth: call.caller.maxDepth,
+        chainAgents: await currentChain(scoped.chain, deps.activeAgent),
       }),
     });
     return await issueToken(grounds);

@@ -59,7 +59,7 @@ export class RevocationCascade {
       return;
     }
     await this.#deps.revocations.revoke(
-      { token: ref },
+      { tokens: [ref] },
       { trigger: "rfc7009", reason: "the agent revoked a token (RFC 7009)", target: lineage.clientId },
       context,
     );

@@ -7,7 +7,14 @@
 // an entry loaded before a message it may have missed.
 import type { Redis } from "ioredis";
 
-export type InvalidationTopic = "client" | "resource" | "delegation" | "policy" | "signing_key";
+/** `revocation` carries the revocation list's epoch rather than a key (src/revocation/revocation-list.ts). */
+export type InvalidationTopic =
+  | "client"
+  | "resource"
+  | "delegation"
+  | "policy"
+  | "signing_key"
+  | "revocation";
 type Handler = (key: string) => void;
 
 /** The key that means "everything of this topic". */

@@ -15,6 +15,7 @@ import type {
 import { ApiError, invalidRequest, notFound } from "../http/api-error.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import { generateClientSecret, hashClientSecret } from "../security/secrets.ts";
+import { type NarrowingSummary, narrowLive } from "./agent-narrowing.ts";
 import type { RevocationSummary, Revoker } from "./revoker.ts";
 
 export const REVIEW_INTERVAL_DAYS = 90;
@@ -256,13 +257,22 @@ export class AgentService {
     return agentView(await this.#find(key));
   }
 
-  async update(context: AuditContext, key: string, input: AgentUpdate): Promise<AgentView> {
+  /**
+   * Changes an agent's registration. An update that narrows it (max_depth lowered, grants or delegates removed)
+   * narrows its live delegations and revokes the tokens beyond its new bounds, in the same transaction.
+   */
+  async update(
+    context: AuditContext,
+    key: string,
+    input: AgentUpdate,
+  ): Promise<AgentView & { narrowing?: NarrowingSummary }> {
     const before = await this.#find(key);
     const owner = input.owner === undefined ? undefined : await this.#activePerson(input.owner, "owner");
     const coOwnerIds = await this.#updatedCoOwners(before, input.co_owners, owner);
     const grants = input.grants === undefined ? undefined : await this.#resolveGrants(input.grants);
     if (input.may_delegate_to) await this.#checkDelegates(input.may_delegate_to, before.clientId);
-    const view = await this.#prisma.$transaction(async (tx) => {
+    const revocations = this.#revocations;
+    const { view, narrowing } = await this.#prisma.$transaction(async (tx) => {
       if (coOwnerIds) await replaceCoOwners(tx, before.id, coOwnerIds);
       if (grants) {
         await tx.agentScopeGrant.deleteMany({ where: { agentId: before.id } });
@@ -298,10 +308,16 @@ export class AgentService {
         },
         tx,
       );
-      return after;
-    });
+      const narrowing =
+        revocations &&
+        (await narrowLive(tx, { audit: this.#audit, revocations }, context, { before, after: row }));
+      return { view: after, narrowing };
+    }, REVOKING_TRANSACTION);
+    // Every process drops the agent and, with it, every delegation's cached state (narrowed ones included).
     await this.#bus.publish("client", view.client_id);
-    return view;
+    if (!narrowing) return view;
+    for (const pending of narrowing.pending) await revocations?.afterCommit(pending);
+    return { ...view, narrowing: narrowing.summary };
   }
 
   /**

@@ -9,8 +9,9 @@ import type { Prisma } from "../generated/prisma/client.ts";
 export type RevocationScope =
   /** These delegations and every token of their lineage. */
   | { delegations: string[] }
-  /** This token and every token exchanged from it, at any depth (its delegation stays as it is). */
-  | { token: string }
+  /** These tokens (lineage references) and every token exchanged from them, at any depth (their delegations
+   * stay as they are). */
+  | { tokens: string[] }
   /** Every active delegation whose delegate is this agent or that holds a token with it anywhere in the chain. */
   | { agent: string }
   /** Every active delegation this person granted. */

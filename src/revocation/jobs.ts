@@ -163,8 +163,8 @@ async function recheck(deps: RevocationJobDeps, data: RecheckJob) {
   if (data.delegationIds?.length) {
     tokens += (await deps.revocations.revoke({ delegations: data.delegationIds }, cause, context)).tokens;
   }
-  for (const root of data.tokenRoots ?? []) {
-    tokens += (await deps.revocations.revoke({ token: root }, cause, context)).tokens;
+  if (data.tokenRoots?.length) {
+    tokens += (await deps.revocations.revoke({ tokens: data.tokenRoots }, cause, context)).tokens;
   }
   return { tokens };
 }

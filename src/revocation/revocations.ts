@@ -7,9 +7,11 @@
 //     of the subtree) → revoked_at, and the audit events: one per delegation reached (its person, agent and
 //     task), preceded by one summary event with the counts when it reached several — all appended by one
 //     multi-row INSERT. This is the truth: exchanges and introspection consult it (through the delegation
-//     state, cached and invalidated on every process, and the lineage for JWT subject tokens).
-//  2. Outside it, after commit: the delegation caches of every process are invalidated (bus), the opaque tokens
-//     and grants are destroyed in Redis, the task-end jobs that are now pointless are dropped, and a recheck job
+//     state, cached and invalidated on every process, and the lineage for JWT subject tokens). Opaque tokens
+//     revoked while their delegation stays active (a subtree) also go on the revocation list, which every
+//     process holds in memory, so that no copy Redis still has (or gets back from a snapshot) is honoured.
+//  2. Outside it, after commit: the list's new epoch is announced and the delegation caches of every process
+//     are invalidated (bus), the opaque tokens and grants are destroyed in Redis, the task-end jobs that are now pointless are dropped, and a recheck job
 //     is queued to catch tokens minted by exchanges that were already in flight. If Redis fails here, the
 //     cleanup is queued as a retried job; if even that fails, the periodic sweep finds it from the database.
 // Both parts are idempotent: running a revocation again changes nothing and audits nothing, but cleans Redis again.
@@ -27,6 +29,7 @@ import type {
   Revoker,
 } from "../registry/revoker.ts";
 import type { RevocationJobs } from "./jobs.ts";
+import { announceEpoch, listRevokedTokens } from "./revocation-list.ts";
 import type { TokenStore } from "./token-store.ts";
 
 /** A revocation whose database part is written (or about to be committed) and whose Redis part is to do. */
@@ -41,6 +44,8 @@ export interface PendingWork extends PendingRevocation {
   tokenRoots: string[];
   /** What it reached, for the listeners (read only when there are listeners). */
   reached?: Omit<RevocationReached, "cause" | "summary">;
+  /** The revocation list's epoch, when this revocation added to it. */
+  epoch?: number;
 }
 
 /** What one revocation reached, as its listeners hear it once it is committed and applied. */
@@ -116,7 +121,7 @@ export class RevocationService implements Revoker {
   ): Promise<PendingWork> {
     const outcome = cause.outcome ?? (cause.trigger === "task_end" ? "ended" : "revoked");
     const now = new Date();
-    if ("token" in scope) return this.#revokeSubtree(tx, scope.token, { ...cause, outcome }, context, now);
+    if ("tokens" in scope) return this.#revokeSubtrees(tx, scope.tokens, { ...cause, outcome }, context, now);
     const ids = await resolveDelegations(tx, scope);
     const changed: string[] = [];
     /** Tokens this revocation marked revoked, per delegation. */
@@ -170,6 +175,7 @@ export class RevocationService implements Revoker {
   async afterCommit(pending: PendingWork): Promise<void> {
     const { bus, jobs, log } = this.#deps;
     const { delegationIds, summary } = pending;
+    if (pending.epoch !== undefined) await announceEpoch(bus, pending.epoch, log);
     try {
       if (summary.delegation_ids.length > PUBLISH_EACH_LIMIT) await bus.publish("delegation", "*");
       else for (const id of summary.delegation_ids) await bus.publish("delegation", id);
@@ -234,27 +240,29 @@ export class RevocationService implements Revoker {
     }
   }
 
-  async #revokeSubtree(
+  async #revokeSubtrees(
     tx: Tx,
-    root: string,
+    roots: string[],
     cause: RevocationCause & { outcome: "ended" | "revoked" },
     context: AuditContext,
     now: Date,
   ): Promise<PendingWork> {
     const rows = await tx.$queryRaw<
-      { jti: string; grantId: string | null; revoked: boolean; live: boolean }[]
+      { jti: string; grantId: string | null; delegationId: string; revoked: boolean; live: boolean }[]
     >`
       WITH RECURSIVE subtree AS (
-        SELECT jti FROM issued_tokens WHERE jti = ${root}
+        SELECT jti FROM issued_tokens WHERE jti = ANY (${roots}::text[])
         UNION
         SELECT child.jti FROM issued_tokens child JOIN subtree ON child.parent_jti = subtree.jti
       )
-      SELECT t.jti, t.grant_id AS "grantId", t.revoked_at IS NOT NULL AS revoked, t.expires_at > ${now} AS live
+      SELECT t.jti, t.grant_id AS "grantId", t.delegation_id::text AS "delegationId",
+        t.revoked_at IS NOT NULL AS revoked, t.expires_at > ${now} AS live
       FROM issued_tokens t JOIN subtree USING (jti)`;
-    const fresh = rows.filter((row) => !row.revoked).map((row) => row.jti);
-    for (let i = 0; i < fresh.length; i += ID_CHUNK) {
+    const fresh = rows.filter((row) => !row.revoked);
+    const freshIds = fresh.map((row) => row.jti);
+    for (let i = 0; i < freshIds.length; i += ID_CHUNK) {
       await tx.issuedToken.updateMany({
-        where: { jti: { in: fresh.slice(i, i + ID_CHUNK) }, revokedAt: null },
+        where: { jti: { in: freshIds.slice(i, i + ID_CHUNK) }, revokedAt: null },
         data: { revokedAt: now },
       });
     }
@@ -266,25 +274,34 @@ export class RevocationService implements Revoker {
       delegation_ids: [],
     };
     if (fresh.length) {
-      const token = await tx.issuedToken.findUnique({
-        where: { jti: root },
-        select: { delegationId: true, clientId: true, depth: true },
-      });
-      await this.#audit(
-        tx,
-        context,
-        cause,
-        summary,
-        token ? { delegationId: token.delegationId, subtree: token } : undefined,
-      );
+      const perDelegation = new Map<string, number>();
+      for (const row of fresh)
+        perDelegation.set(row.delegationId, (perDelegation.get(row.delegationId) ?? 0) + 1);
+      const [first] = perDelegation.keys();
+      if (perDelegation.size > 1 || !first) {
+        await this.#auditEach(tx, context, cause, summary, [...perDelegation.keys()], perDelegation);
+      } else {
+        // One subtree: which token it was, as held by whom and at what depth.
+        const [root] = roots.length === 1 ? roots : [];
+        const subtree = root
+          ? await tx.issuedToken.findUnique({ where: { jti: root }, select: { clientId: true, depth: true } })
+          : null;
+        await this.#audit(tx, context, cause, summary, {
+          delegationId: first,
+          subtree: subtree ?? undefined,
+        });
+      }
     }
+    // After the audit events: the list's epoch is raised under the chain's lock, which they hold.
+    const epoch = await listRevokedTokens(tx, freshIds);
     return {
       cause,
       summary,
       delegationIds: [],
       grantIds: rows.flatMap((row) => (row.live && row.grantId ? [row.grantId] : [])),
-      tokenRoots: rows.length ? [root] : [],
-      reached: this.#listeners.length ? await reachedNow(tx, [], { jti: { in: fresh } }, now) : undefined,
+      tokenRoots: rows.length ? roots : [],
+      epoch,
+      reached: this.#listeners.length ? await reachedNow(tx, [], { jti: { in: freshIds } }, now) : undefined,
     };
   }
 
@@ -433,7 +450,7 @@ function revokeLineage(tx: Tx, ids: string[], now: Date) {
 }
 
 /** The ids of the delegations a scope reaches (all of them for explicit ids; the active ones otherwise). */
-async function resolveDelegations(tx: Tx, scope: Exclude<RevocationScope, { token: string }>) {
+async function resolveDelegations(tx: Tx, scope: Exclude<RevocationScope, { tokens: string[] }>) {
   if ("delegations" in scope) return [...new Set(scope.delegations)];
   if ("person" in scope) {
     const rows = await tx.delegation.findMany({

@@ -48,6 +48,8 @@ export function createRevocationRuntime(options: RevocationRuntimeOptions): Revo
     revocations,
     tokens,
     jobs,
+    bus,
+    log,
     sweepSeconds: settings.sweepSeconds,
     maxDelegationSeconds: settings.maxDelegationSeconds,
   });

@@ -2,17 +2,24 @@
 // DEPUTY_SWEEP_SECONDS. It is what makes a lost job or a lost (or restored) Redis harmless:
 //  1. delegations past their end time that are still active are ended (their task-end job may have been lost);
 //  2. tokens of delegations that are no longer active, and tokens exchanged from revoked tokens, that the
-//     lineage does not yet mark revoked (minted by exchanges in flight during a revocation) are revoked;
+//     lineage does not yet mark revoked (minted by exchanges in flight during a revocation) are revoked — the
+//     latter, whose delegation is still active, also on the revocation list;
 //  3. every revoked, unexpired opaque token still present in Redis is destroyed (a Redis restored from a
 //     snapshot brings tokens back), and so are the grants of delegations that ended recently;
-//  4. task-end jobs are re-armed for delegations ending before the next sweep or two (they may have been lost).
+//  4. task-end jobs are re-armed for delegations ending before the next sweep or two (they may have been lost);
+//  5. the revocation list forgets tokens that have expired.
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
+import type { Logger } from "../logger.ts";
+import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import type { RevocationJobs } from "./jobs.ts";
+import { announceEpoch, listRevokedTokens, pruneRevocationList } from "./revocation-list.ts";
 import type { RevocationService } from "./revocations.ts";
 import type { TokenStore } from "./token-store.ts";
 
 const BATCH = 1_000;
+/** As a revocation's: over a large lineage the strays' update may take a while. */
+const TRANSACTION_OPTIONS = { maxWait: 10_000, timeout: 60_000 } as const;
 const CONTEXT: AuditContext = { actor: "deputy:sweep" };
 
 export interface SweepResult {
@@ -32,6 +39,8 @@ export interface SweepDeps {
   revocations: RevocationService;
   tokens: TokenStore;
   jobs: RevocationJobs;
+  bus: InvalidationBus;
+  log: Logger;
   sweepSeconds: number;
   /** Grants live at most this long: older ended delegations have none left to remove. */
   maxDelegationSeconds: number;
@@ -67,6 +76,7 @@ export class Sweeper {
     result.strayTokens = await this.#reviseLineage();
     result.redisLeftovers = await this.#cleanRedis();
     result.armed = await this.#armTaskEnds();
+    await pruneRevocationList(this.#deps.prisma);
 
     if (result.strayTokens || result.redisLeftovers) {
       await this.#deps.audit.record(CONTEXT, {
@@ -86,22 +96,28 @@ export class Sweeper {
 
   /** Marks revoked the tokens whose delegation is over or whose parent is revoked, at any depth. */
   async #reviseLineage(): Promise<number> {
-    const { prisma } = this.#deps;
+    const { prisma, bus, log } = this.#deps;
     const now = new Date();
     const underEnded = await prisma.$executeRaw`
       UPDATE issued_tokens t SET revoked_at = ${now}
       FROM delegations d
       WHERE t.delegation_id = d.id AND d.status <> 'active' AND t.revoked_at IS NULL`;
-    const orphans = await prisma.$executeRaw`
-      WITH RECURSIVE doomed AS (
-        SELECT child.jti FROM issued_tokens child JOIN issued_tokens parent ON parent.jti = child.parent_jti
-        WHERE child.revoked_at IS NULL AND parent.revoked_at IS NOT NULL AND child.expires_at > ${now}
-        UNION
-        SELECT child.jti FROM issued_tokens child JOIN doomed ON child.parent_jti = doomed.jti
-        WHERE child.revoked_at IS NULL
-      )
-      UPDATE issued_tokens SET revoked_at = ${now}
-      WHERE jti IN (SELECT jti FROM doomed) AND revoked_at IS NULL`;
+    const { orphans, epoch } = await prisma.$transaction(async (tx) => {
+      const rows = await tx.$queryRaw<{ jti: string }[]>`
+        WITH RECURSIVE doomed AS (
+          SELECT child.jti FROM issued_tokens child JOIN issued_tokens parent ON parent.jti = child.parent_jti
+          WHERE child.revoked_at IS NULL AND parent.revoked_at IS NOT NULL AND child.expires_at > ${now}
+          UNION
+          SELECT child.jti FROM issued_tokens child JOIN doomed ON child.parent_jti = doomed.jti
+          WHERE child.revoked_at IS NULL
+        )
+        UPDATE issued_tokens SET revoked_at = ${now}
+        WHERE jti IN (SELECT jti FROM doomed) AND revoked_at IS NULL
+        RETURNING jti`;
+      const refs = rows.map((row) => row.jti);
+      return { orphans: refs.length, epoch: await listRevokedTokens(tx, refs) };
+    }, TRANSACTION_OPTIONS);
+    if (epoch !== undefined) await announceEpoch(bus, epoch, log);
     return underEnded + orphans;
   }
 

@@ -80,35 +80,76 @@ describe("narrowScope: never wider than the subject token, the caller's grants a
     uri: "https://mail.example",
     scopes: [{ name: "mail.read" }, { name: "mail.send" }, { name: "mail.admin" }],
   } as never;
+  const delegationScopes = ["mail.read", "mail.send", "mail.admin"];
 
   it("gives the whole intersection when no scope is asked, and exactly what is asked within it", () => {
     const subjectScopes = ["mail.read", "mail.send", "mail.admin", "files.read"];
-    expect(narrowScope({ caller, subjectScopes, resource, requested: undefined })).toEqual([
+    expect(narrowScope({ caller, subjectScopes, delegationScopes, resource, requested: undefined })).toEqual([
       "mail.read",
       "mail.send",
     ]);
-    expect(narrowScope({ caller, subjectScopes, resource, requested: ["mail.send"] })).toEqual(["mail.send"]);
+    expect(
+      narrowScope({ caller, subjectScopes, delegationScopes, resource, requested: ["mail.send"] }),
+    ).toEqual(["mail.send"]);
+    // The delegation narrowed since the token was minted: what it lost is no longer available.
+    expect(
+      narrowScope({ caller, subjectScopes, delegationScopes: ["mail.read"], resource, requested: undefined }),
+    ).toEqual(["mail.read"]);
   });
 
   it("refuses a wider ask, and a token with nothing usable here, as invalid_scope", () => {
     expect(
       refusal(() =>
-        narrowScope({ caller, subjectScopes: ["mail.read"], resource, requested: ["mail.send"] }),
+        narrowScope({
+          caller,
+          subjectScopes: ["mail.read"],
+          delegationScopes,
+          resource,
+          requested: ["mail.send"],
+        }),
       ),
     ).toMatchObject({ error: "invalid_scope", scope: "mail.send" });
     expect(
-      refusal(() => narrowScope({ caller, subjectScopes: ["mail.admin"], resource, requested: undefined })),
+      refusal(() =>
+        narrowScope({
+          caller,
+          subjectScopes: ["mail.admin"],
+          delegationScopes,
+          resource,
+          requested: undefined,
+        }),
+      ),
     ).toMatchObject({ error: "invalid_scope", scope: "mail.admin" });
   });
 });
 
 describe("checkDepth: the least of the token's, the delegation's and the server's limits", () => {
-  const limits = { tokenLimit: 3, delegationLimit: 4, serverLimit: 5 };
+  const limits = { tokenLimit: 3, delegationLimit: 4, serverLimit: 5, chainAgents: [] };
 
   it("allows a chain within the least limit and says how long chains from the new token may grow", () => {
     expect(checkDepth({ ...limits, chainLength: 2, callerMaxDepth: 1 })).toBe(2);
     expect(checkDepth({ ...limits, chainLength: 2, callerMaxDepth: 5 })).toBe(3);
     expect(checkDepth({ ...limits, serverLimit: 2, chainLength: 1, callerMaxDepth: 5 })).toBe(2);
+  });
+
+  it("holds the chain to what every agent in it allows now (a lowered max_depth reaches live tokens)", () => {
+    // planner (max_depth 3 when it delegated) now lowered to 1: a chain of 2 under it is one too many.
+    const chainAgents = [{ clientId: "agt_planner", maxDepth: 1 }];
+    expect(
+      refusal(() => checkDepth({ ...limits, chainLength: 2, callerMaxDepth: 1, chainAgents })),
+    ).toMatchObject({
+      error: "invalid_request",
+      description:
+        "delegation chain would be 2 agents long; agt_planner in it (max_depth 1) allows at most 1",
+    });
+    expect(
+      checkDepth({
+        ...limits,
+        chainLength: 2,
+        callerMaxDepth: 3,
+        chainAgents: [{ clientId: "p", maxDepth: 2 }],
+      }),
+    ).toBe(2);
   });
 
   it("refuses a chain longer than any one limit", () => {

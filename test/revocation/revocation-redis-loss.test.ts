@@ -10,7 +10,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { issueSubjectToken } from "../../src/oauth/issue-subject-token.ts";
+import { createRedisAdapterFactory } from "../../src/redis/redis-adapter.ts";
 import { taskEndJobId } from "../../src/revocation/jobs.ts";
+import { oidcKeyPrefix } from "../../src/revocation/token-store.ts";
 import { basicAuth, postForm } from "../helpers/oauth.ts";
 import {
   type Agent,
@@ -78,7 +80,13 @@ describe.each(BACKENDS)("losing Redis, on %s", (backend) => {
   });
 
   const prisma = () => server.deputy.db.prisma;
-  const inRedis = async (token: string) => Boolean(await server.deputy.provider.AccessToken.find(token));
+  /** Whether Redis holds the token, read directly (oidc-provider's reads honour the revocation list). */
+  const inRedis = async (token: string) => {
+    const RedisAdapter = createRedisAdapterFactory(redis, {
+      prefix: oidcKeyPrefix(server.env.REDIS_PREFIX ?? ""),
+    });
+    return Boolean(await new RedisAdapter("AccessToken").find(token));
+  };
   const as = (agent: Agent) => ({ authorization: basicAuth(agent.client_id, agent.client_secret) });
   const delegation = (endsInSeconds = 3600) =>
     delegate(server, {
@@ -227,6 +235,11 @@ describe.each(BACKENDS)("losing Redis, on %s", (backend) => {
     await redis.call("DEBUG", "RELOAD", "NOSAVE");
     expect(await inRedis(prunedTokens[1])).toBe(true);
     expect(await inRedis(completedTokens[1])).toBe(true);
+    // Back in Redis, yet revoked: the delegation's state refuses the completed task's, the revocation list the
+    // pruned subtree (whose delegation is still active).
+    for (const token of [...completedTokens, ...prunedTokens]) {
+      expect(await introspect(server, mail, token)).toEqual({ active: false });
+    }
 
     await until("the sweep to destroy the resurrected tokens", async () => {
       const present = await Promise.all(revoked.map(inRedis));

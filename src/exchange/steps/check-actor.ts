@@ -13,7 +13,7 @@ export async function checkActor(state: Known<ExchangeState, "request" | "subjec
   const caller = state.call.caller.clientId;
   await checkActorToken(state);
   if (subject.clientId === caller) return subject.chain;
-  const registered = await state.deps.activeAgentDelegates(subject.clientId);
+  const registered = (await state.deps.activeAgent(subject.clientId))?.mayDelegateTo;
   if (!registered)
     throw new OAuthError(
       "invalid_request",

@@ -4,19 +4,24 @@ import type { Caller } from "../../issuance/issuance-state.ts";
 import type { CatalogResource } from "../../registry/resource-catalog.ts";
 
 /**
- * Scope never widens: granted ⊆ subject token's scope ∩ the caller's allowed scopes on the resource ∩ the
- * resource's scopes. Omitted → that whole intersection; empty or wider → invalid_scope (RFC 6749 §5.2).
+ * Scope never widens: granted ⊆ subject token's scope ∩ the delegation's scopes now (narrowing its agent may
+ * have cut them since the token was minted) ∩ the caller's allowed scopes on the resource ∩ the resource's
+ * scopes. Omitted → that whole intersection; empty or wider → invalid_scope (RFC 6749 §5.2).
  */
 export function narrowScope(input: {
   caller: Pick<Caller, "clientId" | "grants">;
   subjectScopes: string[];
+  delegationScopes: string[];
   resource: Pick<CatalogResource, "uri" | "scopes">;
   requested: string[] | undefined;
 }): string[] {
   const { caller, subjectScopes, resource, requested } = input;
+  const delegated = new Set(input.delegationScopes);
   const callerAllowed = new Set(caller.grants[resource.uri] ?? []);
   const resourceScopes = new Set(resource.scopes.map((scope) => scope.name));
-  const available = subjectScopes.filter((scope) => callerAllowed.has(scope) && resourceScopes.has(scope));
+  const available = subjectScopes.filter(
+    (scope) => delegated.has(scope) && callerAllowed.has(scope) && resourceScopes.has(scope),
+  );
   if (available.length === 0) {
     throw new OAuthError(
       "invalid_scope",
