@@ -317,21 +317,6 @@ describe("refusing to start", () => {
     expect(line).toMatch(new RegExp(`^deputy: invalid configuration: ${name}: `));
   });
 
-  it.each([
-    ["unset (development)", undefined],
-    ["development", "development"],
-    ["production", "production"],
-  ])("DEPUTY_BENCH_AUDIT_OFF=1 with NODE_ENV %s exits 1 naming the setting", async (_label, nodeEnv) => {
-    // A complete environment: without the refusal, this server would start.
-    const prepared = await environment();
-    const run = await runToExit({ ...prepared.env, NODE_ENV: nodeEnv, DEPUTY_BENCH_AUDIT_OFF: "1" });
-    expect(run.code, run.stderr).toBe(1);
-    expect(run.stdout).toBe("");
-    expect(expectOneCleanLine(run.stderr)).toMatch(
-      /^deputy: invalid configuration: DEPUTY_BENCH_AUDIT_OFF: .*allowed only with NODE_ENV=test/,
-    );
-  });
-
   it("in production, without a reachable Redis, exits 1 and says how to provide one", async () => {
     const redisUrl = `redis://127.0.0.1:${await freePort()}`;
     const prepared = await environment({ NODE_ENV: "production", REDIS_URL: redisUrl });
