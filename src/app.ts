@@ -165,7 +165,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     adapters: { accessTokens: provider.AccessToken.adapter, grants: provider.Grant.adapter },
   });
   const people = new PeopleService(prisma, audit, bus, revocation.revocations);
-  const resources = new ResourceServerService(prisma, audit, bus);
+  const resources = new ResourceServerService(prisma, audit, bus, config.issuer);
   const agents = new AgentService(prisma, audit, bus, revocation.revocations);
 
   const own = new Router();

@@ -310,6 +310,49 @@ describe.each(BACKENDS)("foundation on %s", (backend) => {
     expect(await counts()).toEqual(countsBefore);
   });
 
+  it("refuses Deputy's own identifiers and other schemes as resource server URIs, however written", async () => {
+    const issuer = new URL(server.url);
+    const reserved = [
+      server.url,
+      `${server.url}/`,
+      `${server.url}?x=1`,
+      server.url.toUpperCase(),
+      `${server.url}/token/introspection`,
+      `${server.url}/admin/v1`,
+      `${server.url}/./admin/../token`,
+      `${server.url}/%74oken`,
+      `http://someone@${issuer.host}/`,
+      `http://2130706433:${issuer.port}/`,
+      `http://127.0.0.1.:${issuer.port}`,
+      "urn:deputy:admin",
+      "URN:Deputy:admin",
+      "urn:deputy:anything-else",
+      "urn:%64eputy:admin",
+    ];
+    const schemes = [
+      "javascript:alert(1)",
+      "data:text/plain,x",
+      "file:///etc/passwd",
+      "ftp://files.example.com",
+    ];
+    const before = await counts();
+    for (const uri of [...reserved, ...schemes]) {
+      const { status, body } = await server.admin("POST", "/resources", { ...resource, uri });
+      expect(status, `${uri} → ${JSON.stringify(body)}`).toBe(400);
+      expect(body.error).toBe("invalid_request");
+      expect(body.error_description).toMatch(
+        reserved.includes(uri) ? /Deputy/ : /must be an https, http or urn URI/,
+      );
+    }
+    expect(await counts()).toEqual(before);
+
+    // Neighbours are not Deputy: another port on the same host, another URN namespace.
+    for (const uri of [`http://127.0.0.1:${Number(issuer.port) + 1}`, "urn:example:deputy:admin"]) {
+      const { status, body } = await server.admin("POST", "/resources", { ...resource, uri });
+      expect(status, `${uri} → ${JSON.stringify(body)}`).toBe(201);
+    }
+  });
+
   it("stores HTML and SQL in strings verbatim as data", async () => {
     const name = `<img src=x onerror=alert(1)>'); DROP TABLE agents; --`;
     const agent = await createAgent({ name, purpose: "<script>alert(1)</script>" });
