@@ -60,6 +60,30 @@ describe.each(BACKENDS)("foundation on %s", (backend) => {
     expect(openid.response_types_supported).toEqual(["code"]);
   });
 
+  it("advertises exactly the grants and parameters that work", async () => {
+    const openid: any = await (await fetch(`${server.url}/.well-known/openid-configuration`)).json();
+    expect([...openid.grant_types_supported].sort()).toEqual([
+      "authorization_code",
+      "client_credentials",
+      "urn:ietf:params:oauth:grant-type:token-exchange",
+      "urn:openid:params:grant-type:ciba",
+    ]);
+    // Every user_code is refused at /backchannel.
+    expect(openid.backchannel_user_code_parameter_supported).toBe(false);
+    // No token Deputy issues could be used at a userinfo endpoint: there is none.
+    expect(openid.userinfo_endpoint).toBeUndefined();
+    expect((await fetch(`${server.url}/me`)).status).toBe(404);
+
+    // The grant that is not advertised is not supported, for any client.
+    const refresh = await postForm(
+      `${server.url}/token`,
+      { grant_type: "refresh_token", refresh_token: "x".repeat(43) },
+      { authorization: basicAuth("deputy-admin", ADMIN_SECRET) },
+    );
+    expect(refresh.status).toBe(400);
+    expect(refresh.body.error).toBe("unsupported_grant_type");
+  });
+
   it("publishes one ES256 signing key and has no development login screen", async () => {
     const jwks: any = await (await fetch(`${server.url}/jwks`)).json();
     expect(jwks.keys).toHaveLength(1);

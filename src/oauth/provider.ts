@@ -11,6 +11,7 @@ import type { ResourceCatalog } from "../registry/resource-catalog.ts";
 import { revokeIssuedToken } from "../revocation/rfc7009.ts";
 import type { ClientStore } from "./client-store.ts";
 import { ADMIN_RESOURCE, ADMIN_SCOPE } from "./constants.ts";
+import { correctDiscovery } from "./discovery.ts";
 import { mayIntrospect } from "./introspection.ts";
 import { useHashedClientSecrets } from "./provider-internals.ts";
 import type { Adapter } from "./redis-adapter.ts";
@@ -74,13 +75,17 @@ export function createProvider({
     },
     // The delegation, not the browser session, decides how long the agent's token lives; and the agent gets
     // no refresh token: it exchanges the subject token, and asks the person again when the delegation ends.
+    // oidc-provider's own issueRefreshToken already never issues one (no client has the refresh_token grant, no
+    // scope is offline_access); replacing it would make oidc-provider support, and advertise, the grant.
     expiresWithSession: async () => false,
-    issueRefreshToken: async () => false,
     extraParams: { authorization_details: hooks.checkAgentRequest },
     features: {
       devInteractions: { enabled: false },
       // Deputy's own /logout ends the browser session; agents have no use for RP-initiated logout.
       rpInitiatedLogout: { enabled: false },
+      // Every access token Deputy issues has an audience, which oidc-provider's userinfo endpoint refuses, so it
+      // could never answer; the ID token says who the person is.
+      userinfo: { enabled: false },
       clientCredentials: { enabled: true },
       introspection: {
         enabled: true,
@@ -176,6 +181,7 @@ export function createProvider({
     renderError: hooks.renderError,
   });
   useHashedClientSecrets(provider);
+  correctDiscovery(provider);
   trustProxies(provider, config.trustedProxies);
   return provider;
 }
