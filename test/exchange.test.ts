@@ -146,6 +146,8 @@ describe.each(BACKENDS)("token exchange on %s", (backend) => {
     });
     expect(events[3]?.reason).toContain("invalid_request");
     expect(events[0]?.scopesGranted).toEqual(["mail.read", "mail.send"]);
+    // Refused after its scope was narrowed (the chain was too deep): it asked, and was granted nothing.
+    expect(events[3]?.scopesGranted).toEqual([]);
   });
 
   it("refuses a widened scope, a foreign resource, another agent's token and a spliced actor token", async () => {

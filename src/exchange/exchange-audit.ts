@@ -13,15 +13,17 @@ export function auditContext(state: ExchangeState): AuditContext {
 }
 
 /**
- * Whatever is known about the exchange so far, in audit terms. The optional `reasoning` parameter is stored as
+ * Whatever is known about the exchange so far, in audit terms, with its decision. A refusal grants nothing,
+ * whatever scope the steps before it had narrowed to. The optional `reasoning` parameter is stored as
  * `agentClaim`: the agent's own words, cut to a bounded length, never checked and never used to decide.
  */
-export function describeExchange(state: ExchangeState): AuditEventInput {
+export function describeExchange(state: ExchangeState, decision: "allow" | "deny"): AuditEventInput {
   const params = state.ctx.oidc.params as Record<string, unknown> | undefined;
   const asked = [params?.resource, params?.audience].flat().filter((v): v is string => typeof v === "string");
   return {
     type: "exchange",
     action: "token.exchange",
+    decision,
     delegatedBy: state.delegation?.personEmail,
     agentChain:
       state.chain ??
@@ -30,7 +32,7 @@ export function describeExchange(state: ExchangeState): AuditEventInput {
         : [state.caller.clientId]),
     resource: state.resource?.uri ?? asked.join(" ").slice(0, 2048),
     scopesAsked: state.requestedScopes?.slice(0, 100),
-    scopesGranted: state.scopes,
+    scopesGranted: decision === "allow" ? state.scopes : [],
     delegationId: state.delegation?.id,
     taskId: state.delegation?.taskId ?? undefined,
     taskDescription: state.delegation?.taskDescription ?? undefined,

@@ -86,8 +86,7 @@ async function recordRefusal(state: ExchangeState, error: unknown): Promise<void
     error_description?: string;
   };
   const event: AuditEventInput = {
-    ...describeExchange(state),
-    decision: "deny",
+    ...describeExchange(state, "deny"),
     reason: code ? `${code}: ${description ?? ""}` : "server_error",
   };
   await state.deps.audit.commit(auditContext(state), event);

@@ -16,8 +16,7 @@ export async function recordIssuance(state: ExchangeState): Promise<void> {
     await state.deps.audit.commit(
       auditContext(state),
       {
-        ...describeExchange(state),
-        decision: "allow",
+        ...describeExchange(state, "allow"),
         details: { token_ref: tokenRef(issued.jti) },
       },
       {
