@@ -28,6 +28,7 @@ import { answerJwtAccessTokens } from "./oauth/jwt-endpoints.ts";
 import { createProvider } from "./oauth/provider.ts";
 import { PublishedKeys } from "./oauth/published-keys.ts";
 import { loadPrivateKeys, loadPublicKeys, loadSigningKeys } from "./oauth/signing-keys.ts";
+import { answerTokenRequests } from "./oauth/token-endpoint.ts";
 import { createPolicyService, type PolicyService } from "./policy/policy-service.ts";
 import { connectRedis, type RedisConnection } from "./redis/connect.ts";
 import { AgentService } from "./registry/agents.ts";
@@ -155,6 +156,8 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
   });
   provider.on("server_error", (_ctx, error) => log.error({ err: error }, "oidc-provider server error"));
   auditProviderEndpoints(provider, { audit, prisma, log });
+  // Inside the audit middleware, so that the audit sees the answers it corrects.
+  answerTokenRequests(provider);
   // After the audit middleware, so that the audit sees the answers it gives for JWTs.
   answerJwtAccessTokens(provider, { prisma, delegations, signingKeys: publicKeys });
   servePublishedKeys(provider, published);

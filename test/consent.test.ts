@@ -314,6 +314,9 @@ describe("people approve delegation (HTTP)", () => {
       expect(token.status).toBe(200);
       expect(token.body).toMatchObject({ token_type: "Bearer", scope: "calendar.read calendar.write" });
       expect(token.body.refresh_token).toBeUndefined();
+      // RFC 6749 §5.1.
+      expect(token.headers.get("cache-control")).toBe("no-store");
+      expect(token.headers.get("pragma")).toBe("no-cache");
       expect(token.body.access_token).not.toContain(".");
       expect(token.body.authorization_details).toEqual([
         expect.objectContaining({ type: "agent_task", task_id: "approve-1" }),
