@@ -27,6 +27,7 @@ import { servePublishedKeys } from "./oauth/jwks-route.ts";
 import { answerJwtAccessTokens } from "./oauth/jwt-endpoints.ts";
 import { createProvider } from "./oauth/provider.ts";
 import { PublishedKeys } from "./oauth/published-keys.ts";
+import { PushedRequestClaims } from "./oauth/pushed-requests.ts";
 import { loadPrivateKeys, loadPublicKeys, loadSigningKeys } from "./oauth/signing-keys.ts";
 import { answerTokenRequests } from "./oauth/token-endpoint.ts";
 import { createPolicyService, type PolicyService } from "./policy/policy-service.ts";
@@ -141,6 +142,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     delegations,
     signingKeys,
     hooks: peopleUi.hooks,
+    pushedRequests: new PushedRequestClaims(redis.redis, config.redisPrefix),
   });
   registerTokenExchange({
     config,

@@ -14,6 +14,7 @@ import { ADMIN_RESOURCE, ADMIN_SCOPE } from "./constants.ts";
 import { correctDiscovery } from "./discovery.ts";
 import { mayIntrospect } from "./introspection.ts";
 import { useHashedClientSecrets } from "./provider-internals.ts";
+import type { PushedRequestClaims } from "./pushed-requests.ts";
 import type { Adapter } from "./redis-adapter.ts";
 
 export interface ProviderDeps {
@@ -24,6 +25,7 @@ export interface ProviderDeps {
   resources: ResourceCatalog;
   signingKeys: JWK[];
   hooks: ProviderHooks;
+  pushedRequests: PushedRequestClaims;
 }
 
 /** How long a CIBA request is kept after it expires, so that polling gets expired_token (CIBA Core §11). */
@@ -36,6 +38,7 @@ export function createProvider({
   delegations,
   signingKeys,
   hooks,
+  pushedRequests,
 }: ProviderDeps): Provider {
   const provider = new Provider(config.issuer, {
     adapter: keepExpiredCibaRequests(adapter),
@@ -78,7 +81,14 @@ export function createProvider({
     // oidc-provider's own issueRefreshToken already never issues one (no client has the refresh_token grant, no
     // scope is offline_access); replacing it would make oidc-provider support, and advertise, the grant.
     expiresWithSession: async () => false,
-    extraParams: { authorization_details: hooks.checkAgentRequest },
+    // oidc-provider validates this parameter on every authorization, PAR and CIBA request, sent or not: at the
+    // authorization endpoint, after the pushed request (if any) is loaded and checked against the client.
+    extraParams: {
+      authorization_details: async (ctx, value, client) => {
+        await pushedRequests.claim(ctx);
+        await hooks.checkAgentRequest(ctx, value, client);
+      },
+    },
     features: {
       devInteractions: { enabled: false },
       // Deputy's own /logout ends the browser session; agents have no use for RP-initiated logout.
