@@ -1,5 +1,7 @@
 // The foundation over real HTTP, on both databases: discovery, client_credentials, the admin API and its
 // guards, the registry, and client authentication that follows agent and owner status.
+import { generateKeyPairSync } from "node:crypto";
+import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { basicAuth, postForm } from "./helpers/oauth.ts";
 import { ADMIN_SECRET, BACKENDS, startServer, type TestServer } from "./helpers/server.ts";
@@ -375,6 +377,51 @@ describe.each(BACKENDS)("foundation on %s", (backend) => {
       const { status, body } = await server.admin("POST", "/resources", { ...resource, uri });
       expect(status, `${uri} → ${JSON.stringify(body)}`).toBe(201);
     }
+  });
+
+  it("registers an agent only with public keys that can verify its client assertions", async () => {
+    const publicJwk = async (alg: string, options?: { crv: string }) =>
+      exportJWK((await generateKeyPair(alg, options)).publicKey);
+    const es256 = await publicJwk("ES256");
+    const smallRsa = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey.export({ format: "jwk" });
+    const refused: [unknown, RegExp][] = [
+      [{ kty: "EC", x: "a", y: "b" }, /not a valid EC public key for ES256/],
+      [{ kty: "EC", crv: "P-256", x: "a", y: "b" }, /not a valid EC public key/],
+      [await publicJwk("ES384"), /not a valid EC public key for ES256/],
+      [await publicJwk("ECDH-ES", { crv: "X25519" }), /not a valid OKP public key for EdDSA/],
+      [{ ...es256, alg: "HS256" }, /has alg HS256: a EC key may use ES256/],
+      [{ ...es256, alg: "none" }, /has alg none/],
+      [{ ...es256, use: "enc" }, /not a signing key/],
+      [smallRsa, /RSA key of 1024 bits: use at least 2048/],
+      [{ kty: "RSA", n: "AQAB", e: "AQAB" }, /RSA key of 17 bits/],
+    ];
+    const keyOwner = { ...owner, email: "key-owner@example.com" };
+    expect((await server.admin("POST", "/people", keyOwner)).status).toBe(201);
+    const before = await counts();
+    for (const [key, message] of refused) {
+      const { status, body } = await server.admin("POST", "/agents", {
+        name: "Keyed",
+        owner: keyOwner.email,
+        purpose: "p",
+        grants: [],
+        auth: { method: "private_key_jwt", jwks: { keys: [es256, key] } },
+      });
+      expect(status, JSON.stringify(key)).toBe(400);
+      expect(body.error).toBe("invalid_request");
+      expect(body.error_description).toMatch(/^auth\.jwks\.keys\[1\] /);
+      expect(body.error_description).toMatch(message);
+    }
+    expect(await counts()).toEqual(before);
+
+    const good = [es256, await publicJwk("EdDSA", { crv: "Ed25519" }), await publicJwk("PS256")];
+    const { status, body } = await server.admin("POST", "/agents", {
+      name: "Keyed",
+      owner: keyOwner.email,
+      purpose: "p",
+      grants: [],
+      auth: { method: "private_key_jwt", jwks: { keys: good.map((key) => ({ ...key, use: "sig" })) } },
+    });
+    expect(status, JSON.stringify(body)).toBe(201);
   });
 
   it("stores HTML and SQL in strings verbatim as data", async () => {

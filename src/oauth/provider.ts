@@ -10,7 +10,7 @@ import type { ProviderHooks } from "../interaction/provider-hooks.ts";
 import type { ResourceCatalog } from "../registry/resource-catalog.ts";
 import { revokeIssuedToken } from "../revocation/rfc7009.ts";
 import type { ClientStore } from "./client-store.ts";
-import { ADMIN_RESOURCE, ADMIN_SCOPE } from "./constants.ts";
+import { ADMIN_RESOURCE, ADMIN_SCOPE, CLIENT_AUTH_ALGS } from "./constants.ts";
 import { correctDiscovery } from "./discovery.ts";
 import { mayIntrospect } from "./introspection.ts";
 import { useHashedClientSecrets } from "./provider-internals.ts";
@@ -64,7 +64,7 @@ export function createProvider({
     },
     clientAuthMethods: ["client_secret_basic", "client_secret_post", "private_key_jwt"],
     enabledJWA: {
-      clientAuthSigningAlgValues: ["ES256", "EdDSA", "PS256", "RS256"],
+      clientAuthSigningAlgValues: [...CLIENT_AUTH_ALGS],
       idTokenSigningAlgValues: ["ES256"],
     },
     findAccount: hooks.findAccount,
