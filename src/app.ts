@@ -191,6 +191,7 @@ async function assemble(config: Config, log: Logger, db: Database, redis: RedisC
     agents,
     policy,
     revocation,
+    keyRetiringSeconds: config.keyRetiringSeconds,
   });
   const evaluator = new Evaluator({
     provider,

@@ -37,6 +37,8 @@ export interface AdminDeps {
   agents: AgentService;
   revocation: RevocationRuntime;
   policy: PolicyService;
+  /** How long a key retired by a rotation stays published (DEPUTY_KEY_RETIRING_SECONDS). */
+  keyRetiringSeconds: number;
 }
 
 export const ADMIN_BODY_LIMIT = "64kb";
