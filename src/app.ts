@@ -27,6 +27,7 @@ import { ClientStore } from "./oauth/client-store.ts";
 import { createProvider } from "./oauth/provider.ts";
 import { useProviderMiddlewares } from "./oauth/provider-middlewares.ts";
 import { PublishedKeys } from "./oauth/published-keys.ts";
+import { PushedRequestClaims } from "./oauth/pushed-requests.ts";
 import { RevocationCascade } from "./oauth/rfc7009.ts";
 import { loadPrivateKeys, loadPublicKeys, loadSigningKeys } from "./oauth/signing-keys.ts";
 import { storedAccessTokens } from "./oauth/stored-tokens.ts";
@@ -158,7 +159,7 @@ async function assemble(
     delegations,
   });
   const { revocations } = revocation;
-  const resources = new ResourceServerService(prisma, audit, bus);
+  const resources = new ResourceServerService(prisma, audit, bus, config.issuer);
   const agents = new AgentService(prisma, audit, bus, revocations);
 
   // Policy. Containment takes the registry's suspension path, so whatever suspension triggers applies.
@@ -206,6 +207,7 @@ async function assemble(
     signingKeys,
     hooks: peopleUi.hooks,
     cascade,
+    pushedRequests: new PushedRequestClaims(redis.redis, config.redisPrefix),
   });
   provider.on("server_error", (_ctx, error) => log.error({ err: error }, "oidc-provider server error"));
   const tokens = new PresentedTokens({
@@ -258,6 +260,7 @@ async function assemble(
     policy,
     revocations,
     jobs: jobs.queue,
+    keyRetiringSeconds: config.keyRetiringSeconds,
   });
   const surfaces: Surface[] = [
     {

@@ -54,11 +54,23 @@ const schema = z
     DEPUTY_STEP_UP_WINDOW_SECONDS: z.coerce.number().int().min(10).max(86400).default(600),
     DEPUTY_TOKEN_TTL_CAP: z.coerce.number().int().min(10).max(900).default(900),
     DEPUTY_ADMIN_TOKEN_TTL: z.coerce.number().int().min(30).max(3600).default(600),
+    DEPUTY_KEY_RETIRING_SECONDS: z.coerce
+      .number()
+      .int()
+      .min(300)
+      .max(30 * 86400)
+      .default(86400),
     DEPUTY_WORKERS: z.enum(["inline", "off"]).default("inline"),
     DEPUTY_SWEEP_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
     DEPUTY_AUDIT_HOT_DAYS: z.coerce.number().int().min(0).max(36500).default(90),
     DEPUTY_AUDIT_ARCHIVE_DIR: z.string().min(1).optional(),
+  })
+  // A retiring key must outlive the tokens it signed: the longest is an exchanged JWT (ID tokens live 300 s).
+  .refine((env) => env.DEPUTY_KEY_RETIRING_SECONDS >= env.DEPUTY_TOKEN_TTL_CAP, {
+    path: ["DEPUTY_KEY_RETIRING_SECONDS"],
+    message:
+      "must be at least DEPUTY_TOKEN_TTL_CAP: tokens signed with a retiring key must expire before it is removed",
   })
   .transform((env) => ({
     env: env.NODE_ENV,
@@ -92,6 +104,8 @@ const schema = z
     stepUpWindowSeconds: env.DEPUTY_STEP_UP_WINDOW_SECONDS,
     tokenTtlCap: env.DEPUTY_TOKEN_TTL_CAP,
     adminTokenTtl: env.DEPUTY_ADMIN_TOKEN_TTL,
+    /** How long a key stays published and accepted after a rotation retires it. */
+    keyRetiringSeconds: env.DEPUTY_KEY_RETIRING_SECONDS,
     /** Whether this process runs the revocation job workers (`off`: a `deputy worker` process does). */
     workers: env.DEPUTY_WORKERS,
     sweepSeconds: env.DEPUTY_SWEEP_SECONDS,

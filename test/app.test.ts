@@ -1,5 +1,7 @@
 // The foundation over real HTTP, on both databases: discovery, client_credentials, the admin API and its
 // guards, the registry, and client authentication that follows agent and owner status.
+import { generateKeyPairSync } from "node:crypto";
+import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { basicAuth, postForm } from "./helpers/oauth.ts";
 import { ADMIN_SECRET, BACKENDS, startServer, type TestServer } from "./helpers/server.ts";
@@ -58,6 +60,30 @@ describe.each(BACKENDS)("foundation on %s", (backend) => {
     expect(openid.revocation_endpoint).toBe(`${server.url}/token/revocation`);
     expect(openid.pushed_authorization_request_endpoint).toBe(`${server.url}/request`);
     expect(openid.response_types_supported).toEqual(["code"]);
+  });
+
+  it("advertises exactly the grants and parameters that work", async () => {
+    const openid: any = await (await fetch(`${server.url}/.well-known/openid-configuration`)).json();
+    expect([...openid.grant_types_supported].sort()).toEqual([
+      "authorization_code",
+      "client_credentials",
+      "urn:ietf:params:oauth:grant-type:token-exchange",
+      "urn:openid:params:grant-type:ciba",
+    ]);
+    // Every user_code is refused at /backchannel.
+    expect(openid.backchannel_user_code_parameter_supported).toBe(false);
+    // No token Deputy issues could be used at a userinfo endpoint: there is none.
+    expect(openid.userinfo_endpoint).toBeUndefined();
+    expect((await fetch(`${server.url}/me`)).status).toBe(404);
+
+    // The grant that is not advertised is not supported, for any client.
+    const refresh = await postForm(
+      `${server.url}/token`,
+      { grant_type: "refresh_token", refresh_token: "x".repeat(43) },
+      { authorization: basicAuth("deputy-admin", ADMIN_SECRET) },
+    );
+    expect(refresh.status).toBe(400);
+    expect(refresh.body.error).toBe("unsupported_grant_type");
   });
 
   it("publishes one ES256 signing key and has no development login screen", async () => {
@@ -308,6 +334,94 @@ describe.each(BACKENDS)("foundation on %s", (backend) => {
     });
     expect(wrongType.status).toBe(415);
     expect(await counts()).toEqual(countsBefore);
+  });
+
+  it("refuses Deputy's own identifiers and other schemes as resource server URIs, however written", async () => {
+    const issuer = new URL(server.url);
+    const reserved = [
+      server.url,
+      `${server.url}/`,
+      `${server.url}?x=1`,
+      server.url.toUpperCase(),
+      `${server.url}/token/introspection`,
+      `${server.url}/admin/v1`,
+      `${server.url}/./admin/../token`,
+      `${server.url}/%74oken`,
+      `http://someone@${issuer.host}/`,
+      `http://2130706433:${issuer.port}/`,
+      `http://127.0.0.1.:${issuer.port}`,
+      "urn:deputy:admin",
+      "URN:Deputy:admin",
+      "urn:deputy:anything-else",
+      "urn:%64eputy:admin",
+    ];
+    const schemes = [
+      "javascript:alert(1)",
+      "data:text/plain,x",
+      "file:///etc/passwd",
+      "ftp://files.example.com",
+    ];
+    const before = await counts();
+    for (const uri of [...reserved, ...schemes]) {
+      const { status, body } = await server.admin("POST", "/resources", { ...resource, uri });
+      expect(status, `${uri} → ${JSON.stringify(body)}`).toBe(400);
+      expect(body.error).toBe("invalid_request");
+      expect(body.error_description).toMatch(
+        reserved.includes(uri) ? /Deputy/ : /must be an https, http or urn URI/,
+      );
+    }
+    expect(await counts()).toEqual(before);
+
+    // Neighbours are not Deputy: another port on the same host, another URN namespace.
+    for (const uri of [`http://127.0.0.1:${Number(issuer.port) + 1}`, "urn:example:deputy:admin"]) {
+      const { status, body } = await server.admin("POST", "/resources", { ...resource, uri });
+      expect(status, `${uri} → ${JSON.stringify(body)}`).toBe(201);
+    }
+  });
+
+  it("registers an agent only with public keys that can verify its client assertions", async () => {
+    const publicJwk = async (alg: string, options?: { crv: string }) =>
+      exportJWK((await generateKeyPair(alg, options)).publicKey);
+    const es256 = await publicJwk("ES256");
+    const smallRsa = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey.export({ format: "jwk" });
+    const refused: [unknown, RegExp][] = [
+      [{ kty: "EC", x: "a", y: "b" }, /not a valid EC public key for ES256/],
+      [{ kty: "EC", crv: "P-256", x: "a", y: "b" }, /not a valid EC public key/],
+      [await publicJwk("ES384"), /not a valid EC public key for ES256/],
+      [await publicJwk("ECDH-ES", { crv: "X25519" }), /not a valid OKP public key for EdDSA/],
+      [{ ...es256, alg: "HS256" }, /has alg HS256: a EC key may use ES256/],
+      [{ ...es256, alg: "none" }, /has alg none/],
+      [{ ...es256, use: "enc" }, /not a signing key/],
+      [smallRsa, /RSA key of 1024 bits: use at least 2048/],
+      [{ kty: "RSA", n: "AQAB", e: "AQAB" }, /RSA key of 17 bits/],
+    ];
+    const keyOwner = { ...owner, email: "key-owner@example.com" };
+    expect((await server.admin("POST", "/people", keyOwner)).status).toBe(201);
+    const before = await counts();
+    for (const [key, message] of refused) {
+      const { status, body } = await server.admin("POST", "/agents", {
+        name: "Keyed",
+        owner: keyOwner.email,
+        purpose: "p",
+        grants: [],
+        auth: { method: "private_key_jwt", jwks: { keys: [es256, key] } },
+      });
+      expect(status, JSON.stringify(key)).toBe(400);
+      expect(body.error).toBe("invalid_request");
+      expect(body.error_description).toMatch(/^auth\.jwks\.keys\[1\] /);
+      expect(body.error_description).toMatch(message);
+    }
+    expect(await counts()).toEqual(before);
+
+    const good = [es256, await publicJwk("EdDSA", { crv: "Ed25519" }), await publicJwk("PS256")];
+    const { status, body } = await server.admin("POST", "/agents", {
+      name: "Keyed",
+      owner: keyOwner.email,
+      purpose: "p",
+      grants: [],
+      auth: { method: "private_key_jwt", jwks: { keys: good.map((key) => ({ ...key, use: "sig" })) } },
+    });
+    expect(status, JSON.stringify(body)).toBe(201);
   });
 
   it("stores HTML and SQL in strings verbatim as data", async () => {

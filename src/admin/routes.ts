@@ -39,6 +39,8 @@ export interface AdminDeps {
   revocations: RevocationService;
   jobs: JobQueue;
   policy: PolicyService;
+  /** How long a key retired by a rotation stays published (DEPUTY_KEY_RETIRING_SECONDS). */
+  keyRetiringSeconds: number;
 }
 
 /** The API's areas, each registering its routes with what it reads of AdminDeps. */

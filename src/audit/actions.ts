@@ -81,6 +81,7 @@ export const AUDIT_ACTIONS = {
   "service_client.create": "admin_change",
   "service_client.rotate_secret": "admin_change",
   "key.rotate": "admin_change",
+  "key.retire": "admin_change",
   "audit.archive": "admin_change",
   "audit.hold.place": "admin_change",
   "audit.hold.release": "admin_change",

@@ -3,10 +3,11 @@ import { type AuditEventInput, agentClaim } from "../audit/audit-log.ts";
 import type { ExchangeState } from "./exchange-state.ts";
 
 /**
- * Whatever is known about the exchange so far, in audit terms. The optional `reasoning` parameter is stored as
+ * Whatever is known about the exchange so far, in audit terms, with its decision. A refusal grants nothing,
+ * whatever scope the steps before it had narrowed to. The optional `reasoning` parameter is stored as
  * `agentClaim`: the agent's own words, cut to a bounded length, never checked and never used to decide.
  */
-export function describeExchange(state: ExchangeState): AuditEventInput {
+export function describeExchange(state: ExchangeState, decision: "allow" | "deny"): AuditEventInput {
   const { call } = state;
   const asked = [call.params.resource, call.params.audience]
     .flat()
@@ -14,11 +15,12 @@ export function describeExchange(state: ExchangeState): AuditEventInput {
   const caller = call.caller.clientId;
   return {
     action: "token.exchange",
+    decision,
     delegatedBy: state.delegation?.personEmail,
     agentChain: state.chain ?? (state.subject ? [caller, ...state.subject.chain] : [caller]),
     resource: state.resource?.uri ?? asked.join(" ").slice(0, 2048),
     scopesAsked: state.requestedScopes?.slice(0, 100),
-    scopesGranted: state.scopes,
+    scopesGranted: decision === "allow" ? state.scopes : [],
     delegationId: state.delegation?.id,
     taskId: state.delegation?.taskId ?? undefined,
     taskDescription: state.delegation?.taskDescription ?? undefined,

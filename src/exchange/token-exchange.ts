@@ -35,7 +35,7 @@ export async function exchangeToken(deps: ExchangeDeps, call: ExchangeCall): Pro
     deps,
     call,
     grantType: TOKEN_EXCHANGE_GRANT,
-    describe: () => describeExchange(state),
+    describe: () => describeExchange(state, "allow"),
   };
   try {
     requireAgent(state);
@@ -83,8 +83,7 @@ async function recordRefusal(state: ExchangeState, error: unknown): Promise<void
     message?: string;
   };
   await state.deps.audit.commit(state.call.audit, {
-    ...describeExchange(state),
-    decision: "deny",
+    ...describeExchange(state, "deny"),
     reason: code ? `${code}: ${description ?? message ?? ""}` : "server_error",
   });
 }

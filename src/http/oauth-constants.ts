@@ -6,3 +6,6 @@ export const ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 /** The audience of admin API tokens (client_credentials of a service client holding `deputy:admin`). */
 export const ADMIN_RESOURCE = "urn:deputy:admin";
 export const ADMIN_SCOPE = "deputy:admin";
+
+/** The algorithms an agent may sign its client assertions (private_key_jwt) with. */
+export const CLIENT_AUTH_ALGS = ["ES256", "EdDSA", "PS256", "RS256"] as const;

@@ -4,6 +4,7 @@ import type Provider from "oidc-provider";
 import { errors, type KoaContextWithOIDC, type ResourceServer as ResourceServerInfo } from "oidc-provider";
 import ResourceServer from "oidc-provider/lib/helpers/resource_server.js";
 import validateDpop, { checkDpopReplay, type DpopResult } from "oidc-provider/lib/helpers/validate_dpop.js";
+import { CIBA_GRANT } from "../http/oauth-constants.ts";
 import { verifyClientSecret } from "../security/secrets.ts";
 
 /**
@@ -48,4 +49,24 @@ export function refusedJwtAt(ctx: KoaContextWithOIDC): "introspection" | "revoca
   if (route !== "introspection" && route !== "revocation") return undefined;
   const body = ctx.body as { error?: unknown } | undefined;
   return ctx.status === 400 && body?.error === "unsupported_token_type" ? route : undefined;
+}
+
+/**
+ * The grant type, if this answer is oidc-provider refusing an authenticated client a grant it is not registered
+ * for. It says `invalid_request` with these descriptions, after client authentication: allowedGrantTypeCheck in
+ * lib/actions/token.js (client_auth.js runs first there) and checkClientGrantType in
+ * lib/actions/authorization/client.js (after client_auth.js on the backchannel_authentication stack).
+ */
+export function refusedGrantType(ctx: KoaContextWithOIDC): string | undefined {
+  const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
+  if (ctx.status !== 400 || body?.error !== "invalid_request" || !ctx.oidc?.client) return undefined;
+  const route = ctx.oidc.route;
+  if (route === "token" && body.error_description === "requested grant type is not allowed for this client")
+    return String(ctx.oidc.params?.grant_type);
+  if (
+    route === "backchannel_authentication" &&
+    body.error_description === `${CIBA_GRANT} is not allowed for this client`
+  )
+    return CIBA_GRANT;
+  return undefined;
 }

@@ -7,7 +7,7 @@ import { AGENT_TASK, validateAgentTask } from "../delegation/agent-task.ts";
 import type { DelegationStore } from "../delegation/delegations.ts";
 import { isDelegatedTokenClaims } from "../delegation/token-claims.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
-import { ADMIN_RESOURCE, ADMIN_SCOPE } from "../http/oauth-constants.ts";
+import { ADMIN_RESOURCE, ADMIN_SCOPE, CLIENT_AUTH_ALGS } from "../http/oauth-constants.ts";
 import { trustProxies } from "../http/proxy.ts";
 import type { Adapter } from "../redis/redis-adapter.ts";
 import type { ResourceCatalog } from "../registry/resource-catalog.ts";
@@ -16,6 +16,7 @@ import { mayIntrospect } from "./introspection.ts";
 import { withProviderErrors } from "./provider-errors.ts";
 import type { ProviderHooks } from "./provider-hooks.ts";
 import { useHashedClientSecrets } from "./provider-internals.ts";
+import type { PushedRequestClaims } from "./pushed-requests.ts";
 import { authorizationRequestPolicy } from "./request-policy.ts";
 import type { RevocationCascade } from "./rfc7009.ts";
 import { type SubjectTokenDeps, subjectTokenClaims, subjectTokenResource } from "./subject-token-hook.ts";
@@ -33,6 +34,8 @@ export interface ProviderDeps {
   hooks: ProviderHooks;
   /** RFC 7009: what revoking a token reaches. */
   cascade: RevocationCascade;
+  /** RFC 9126 §4: a request_uri is used once. */
+  pushedRequests: PushedRequestClaims;
 }
 
 /** How long a CIBA request is kept after it expires, so that polling gets expired_token (CIBA Core §11). */
@@ -48,7 +51,9 @@ export function createProvider({
   signingKeys,
   hooks,
   cascade,
+  pushedRequests,
 }: ProviderDeps): Provider {
+  const checkAgentRequest = authorizationRequestPolicy(config.issuer);
   const tokens: SubjectTokenDeps = {
     prisma,
     audit,
@@ -80,7 +85,7 @@ export function createProvider({
     },
     clientAuthMethods: ["client_secret_basic", "client_secret_post", "private_key_jwt"],
     enabledJWA: {
-      clientAuthSigningAlgValues: ["ES256", "EdDSA", "PS256", "RS256"],
+      clientAuthSigningAlgValues: [...CLIENT_AUTH_ALGS],
       idTokenSigningAlgValues: ["ES256"],
     },
     findAccount: hooks.findAccount,
@@ -94,13 +99,24 @@ export function createProvider({
     },
     // The delegation, not the browser session, decides how long the agent's token lives; and the agent gets
     // no refresh token: it exchanges the subject token, and asks the person again when the delegation ends.
+    // oidc-provider's own issueRefreshToken already never issues one (no client has the refresh_token grant, no
+    // scope is offline_access); replacing it would make oidc-provider support, and advertise, the grant.
     expiresWithSession: async () => false,
-    issueRefreshToken: async () => false,
-    extraParams: { authorization_details: authorizationRequestPolicy(config.issuer) },
+    // oidc-provider validates this parameter on every authorization, PAR and CIBA request, sent or not: at the
+    // authorization endpoint, after the pushed request (if any) is loaded and checked against the client.
+    extraParams: {
+      authorization_details: async (ctx, value, client) => {
+        await pushedRequests.claim(ctx);
+        await checkAgentRequest(ctx, value, client);
+      },
+    },
     features: {
       devInteractions: { enabled: false },
       // Deputy's own /logout ends the browser session; agents have no use for RP-initiated logout.
       rpInitiatedLogout: { enabled: false },
+      // Every access token Deputy issues has an audience, which oidc-provider's userinfo endpoint refuses, so it
+      // could never answer; the ID token says who the person is.
+      userinfo: { enabled: false },
       clientCredentials: { enabled: true },
       introspection: {
         enabled: true,

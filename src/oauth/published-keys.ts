@@ -1,11 +1,12 @@
 // The public signing keys as the database has them, in every process: what /jwks serves (jwks-route.ts) and what
-// Deputy's own JWT verification accepts (`getKey`). Cached; dropped when a rotation is announced on the
-// invalidation bus, and when the bus may have missed a message. A token naming a kid the cache does not know makes
-// it reload, at most once every UNKNOWN_KID_RELOAD_MS, so a lost message cannot leave a process refusing tokens
-// signed with a newer key, and tokens with made-up kids cannot hammer the database.
+// Deputy's own JWT verification accepts (`getKey`). Cached; dropped when a rotation or removal is announced on the
+// invalidation bus, when the bus may have missed a message, and when a key it holds reaches its removal time (so
+// a retiring key leaves /jwks and stops being accepted then, with no message). A token naming a kid the cache
+// does not know makes it reload, at most once every UNKNOWN_KID_RELOAD_MS, so a lost message cannot leave a
+// process refusing tokens signed with a newer key, and tokens with made-up kids cannot hammer the database.
 import { createLocalJWKSet, type JWK, type JWTVerifyGetKey, errors as joseErrors } from "jose";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
-import { SIGNING_KEY_TOPIC } from "./signing-keys.ts";
+import { type KeyEntry, SIGNING_KEY_TOPIC } from "./signing-keys.ts";
 
 const TTL_MS = 60_000;
 const UNKNOWN_KID_RELOAD_MS = 5_000;
@@ -20,13 +21,16 @@ interface Entry {
   set: Promise<KeySet>;
   /** The set, once loaded. */
   loaded?: KeySet;
+  /** When the first of its keys is removed (ms since epoch; Infinity if none is): the set is stale from then on. */
+  staleAt?: number;
 }
 
 export class PublishedKeys {
-  readonly #load: () => Promise<JWK[]>;
+  readonly #load: () => Promise<KeyEntry[]>;
   #current: Entry | undefined;
 
-  constructor(load: () => Promise<JWK[]>, bus: InvalidationBus) {
+  /** `load` gives the keys not removed yet, each with its removal time if it has one. */
+  constructor(load: () => Promise<KeyEntry[]>, bus: InvalidationBus) {
     this.#load = load;
     bus.on(SIGNING_KEY_TOPIC, () => {
       this.#current = undefined;
@@ -65,9 +69,15 @@ export class PublishedKeys {
 
   #keySet(): Promise<KeySet> {
     const cached = this.#current;
-    if (cached && Date.now() - cached.loadedAt < TTL_MS) return cached.set;
-    const set = this.#load().then((keys) => ({ jwks: { keys }, verify: createLocalJWKSet({ keys }) }));
-    const entry: Entry = { loadedAt: Date.now(), set };
+    const now = Date.now();
+    if (cached && now - cached.loadedAt < TTL_MS && now < (cached.staleAt ?? Number.POSITIVE_INFINITY))
+      return cached.set;
+    const set = this.#load().then((entries) => {
+      entry.staleAt = Math.min(...entries.map((key) => key.removedAt ?? Number.POSITIVE_INFINITY));
+      const keys = entries.map((key) => key.jwk);
+      return { jwks: { keys }, verify: createLocalJWKSet({ keys }) };
+    });
+    const entry: Entry = { loadedAt: now, set };
     this.#current = entry;
     // Registered before any caller's: `loaded` is set by the time they resume. A failed load is not kept.
     set.then(

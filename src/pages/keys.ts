@@ -6,51 +6,65 @@
 // started, and accepts the secrets of every key in the database, reloaded when a rotation is announced on the
 // invalidation bus (and whenever the bus may have missed a message). Every process therefore accepts a new key's
 // secret before any process, restarted after the rotation, signs with it: during a rolling restart a cookie set
-// by any process is accepted by every other, and a rotation signs nobody out. Retired keys' secrets stay
-// accepted, as retired keys stay published.
+// by any process is accepted by every other, and a rotation signs nobody out. A retiring key's secret stays
+// accepted until the key is removed (its removal time, or the announcement of an emergency removal).
 import { createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
 import type { JWK } from "jose";
 import type KeyGrip from "keygrip";
 import type { Logger } from "../logger.ts";
-import { SIGNING_KEY_TOPIC } from "../oauth/signing-keys.ts";
+import { type KeyEntry, SIGNING_KEY_TOPIC } from "../oauth/signing-keys.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
+
+/** A cookie secret, and when the key it derives from is removed (ms since epoch), if that is set. */
+interface Secret {
+  key: Buffer;
+  removedAt?: number;
+}
 
 export class CookieKeys {
   /** The secret this process signs with: the one of the key active when it started. */
   readonly signing: Buffer;
-  #accepted: Buffer[];
-  readonly #load: () => Promise<JWK[]>;
+  #accepted: Secret[];
+  readonly #load: () => Promise<KeyEntry[]>;
   readonly #log: Logger;
   /** Reloads started; only the latest one's result is kept. */
   #reloads = 0;
 
-  private constructor(keys: Buffer[], load: () => Promise<JWK[]>, log: Logger) {
-    this.signing = keys[0] as Buffer;
-    this.#accepted = keys;
+  private constructor(secrets: Secret[], load: () => Promise<KeyEntry[]>, log: Logger) {
+    this.signing = (secrets[0] as Secret).key;
+    this.#accepted = secrets;
     this.#load = load;
     this.#log = log;
   }
 
   /** Listens for rotations first, then loads: no rotation can fall between the two. */
-  static async create(load: () => Promise<JWK[]>, bus: InvalidationBus, log: Logger): Promise<CookieKeys> {
+  static async create(
+    load: () => Promise<KeyEntry[]>,
+    bus: InvalidationBus,
+    log: Logger,
+  ): Promise<CookieKeys> {
     let keys: CookieKeys | undefined;
     bus.on(SIGNING_KEY_TOPIC, () => void keys?.reload());
     keys = new CookieKeys(deriveCookieKeys(await load()), load, log);
     return keys;
   }
 
-  /** Every secret a cookie may be signed with, this process's own first. */
+  /** Every secret a cookie may be signed with now, this process's own first. */
   get accepted(): readonly Buffer[] {
-    return this.#accepted;
+    const now = Date.now();
+    return this.#accepted
+      .filter((secret, index) => index === 0 || now < (secret.removedAt ?? Number.POSITIVE_INFINITY))
+      .map((secret) => secret.key);
   }
 
   /** Reads the keys again; on failure the secrets already accepted stay (logged). */
   async reload(): Promise<void> {
     const reload = ++this.#reloads;
     try {
-      const keys = deriveCookieKeys(await this.#load());
+      const secrets = deriveCookieKeys(await this.#load());
       if (reload !== this.#reloads) return;
-      this.#accepted = [this.signing, ...keys.filter((key) => !key.equals(this.signing))];
+      const own = this.#accepted[0] as Secret;
+      this.#accepted = [own, ...secrets.filter((secret) => !secret.key.equals(this.signing))];
     } catch (error) {
       this.#log.error({ err: error }, "cookie keys: could not reload the signing keys; keeping those loaded");
     }
@@ -64,27 +78,23 @@ export class CookieKeys {
   readonly keygrip: KeyGrip = {
     sign: (data) => signCookie(data, this.signing),
     verify: (data, digest) => this.keygrip.index(data, digest) >= 0,
-    index: (data, digest) => this.#accepted.findIndex((key) => sameText(signCookie(data, key), digest)),
+    index: (data, digest) => this.accepted.findIndex((key) => sameText(signCookie(data, key), digest)),
   };
 }
 
 /** One 32-byte secret per private signing key, in the keys' order. */
-function deriveCookieKeys(signingKeys: JWK[]): Buffer[] {
-  const keys = signingKeys
-    .filter((jwk) => typeof jwk.d === "string")
-    .map((jwk) =>
-      Buffer.from(
-        hkdfSync(
-          "sha256",
-          Buffer.from(String(jwk.d), "base64url"),
-          "deputy",
-          "deputy browser cookies v1",
-          32,
-        ),
-      ),
-    );
-  if (!keys.length) throw new Error("no private signing key to derive cookie keys from");
-  return keys;
+function deriveCookieKeys(signingKeys: KeyEntry[]): Secret[] {
+  const secrets = signingKeys
+    .filter(({ jwk }) => typeof jwk.d === "string")
+    .map(({ jwk, removedAt }) => ({ key: deriveCookieKey(jwk), removedAt }));
+  if (!secrets.length) throw new Error("no private signing key to derive cookie keys from");
+  return secrets;
+}
+
+function deriveCookieKey(jwk: JWK): Buffer {
+  return Buffer.from(
+    hkdfSync("sha256", Buffer.from(String(jwk.d), "base64url"), "deputy", "deputy browser cookies v1", 32),
+  );
 }
 
 function signCookie(data: string, key: Buffer): string {

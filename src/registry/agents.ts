@@ -16,6 +16,7 @@ import { ApiError, invalidRequest, notFound } from "../http/api-error.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import { generateClientSecret, hashClientSecret } from "../security/secrets.ts";
 import { type NarrowingSummary, narrowLive } from "./agent-narrowing.ts";
+import { checkClientKeys } from "./client-keys.ts";
 import type { RevocationSummary, Revoker } from "./revoker.ts";
 
 export const REVIEW_INTERVAL_DAYS = 90;
@@ -205,6 +206,7 @@ export class AgentService {
     const coOwnerIds = await this.#coOwners(input.co_owners ?? [], owner.id);
     const grants = await this.#resolveGrants(input.grants);
     await this.#checkDelegates(input.may_delegate_to ?? []);
+    if (input.auth.method === "private_key_jwt") await checkClientKeys(input.auth.jwks.keys);
     const clientSecret = input.auth.method === "client_secret" ? generateClientSecret() : undefined;
     const view = await this.#prisma.$transaction(async (tx) => {
       const row = await tx.agent.create({

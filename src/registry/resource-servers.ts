@@ -8,6 +8,7 @@ import type { PrismaClient, ResourceScope, ResourceServer } from "../generated/p
 import { conflict, notFound } from "../http/api-error.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import { generateClientSecret, hashClientSecret } from "../security/secrets.ts";
+import { refuseReservedResource } from "./reserved-resources.ts";
 
 export interface ScopeInput {
   name: string;
@@ -62,11 +63,14 @@ export class ResourceServerService {
   readonly #prisma: PrismaClient;
   readonly #audit: AuditLog;
   readonly #bus: InvalidationBus;
+  readonly #issuer: string;
 
-  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus) {
+  /** `issuer`: Deputy's own URI, which no resource server may take (nor anything under it). */
+  constructor(prisma: PrismaClient, audit: AuditLog, bus: InvalidationBus, issuer: string) {
     this.#prisma = prisma;
     this.#audit = audit;
     this.#bus = bus;
+    this.#issuer = issuer;
   }
 
   /** Registers a resource server; the returned secret is shown once and stored only as a hash. */
@@ -74,6 +78,7 @@ export class ResourceServerService {
     context: AuditContext,
     input: ResourceInput,
   ): Promise<ResourceView & { client_secret: string }> {
+    refuseReservedResource(input.uri, this.#issuer);
     const clientSecret = generateClientSecret();
     try {
       const view = await this.#prisma.$transaction(async (tx) => {

@@ -14,8 +14,9 @@ import {
   exchange,
   introspect,
   type Resource,
+  TOKEN_EXCHANGE,
 } from "../helpers/scenario.ts";
-import { BACKENDS, startServer, type TestServer } from "../helpers/server.ts";
+import { ADMIN_SECRET, BACKENDS, startServer, type TestServer } from "../helpers/server.ts";
 
 describe.each(BACKENDS)("token exchange on %s", (backend) => {
   let server: TestServer;
@@ -138,6 +139,8 @@ describe.each(BACKENDS)("token exchange on %s", (backend) => {
     });
     expect(events[3]?.reason).toContain("invalid_request");
     expect(events[0]?.scopesGranted).toEqual(["mail.read", "mail.send"]);
+    // Refused after its scope was narrowed (the chain was too deep): it asked, and was granted nothing.
+    expect(events[3]?.scopesGranted).toEqual([]);
   });
 
   it("refuses a widened scope, a foreign resource, another agent's token and a spliced actor token", async () => {
@@ -363,19 +366,88 @@ describe.each(BACKENDS)("token exchange on %s", (backend) => {
     expect(await introspect(server, mail, token.body.access_token)).toEqual({ active: false });
   });
 
-  it("refuses callers that are not agents", async () => {
+  it("refuses authenticated clients a grant they may not use with unauthorized_client (RFC 6749 §5.2)", async () => {
     const { subjectToken } = await rootDelegation();
-    const asResource = await postForm(
+    const asks: [string, string, Record<string, string>, string][] = [
+      // [client id, secret, form, endpoint]
+      [
+        mail.client_id,
+        mail.client_secret,
+        { grant_type: TOKEN_EXCHANGE, subject_token: subjectToken, subject_token_type: ACCESS_TOKEN },
+        "token",
+      ],
+      [
+        "deputy-admin",
+        ADMIN_SECRET,
+        { grant_type: TOKEN_EXCHANGE, subject_token: subjectToken, subject_token_type: ACCESS_TOKEN },
+        "token",
+      ],
+      [planner.client_id, planner.client_secret, { grant_type: "client_credentials" }, "token"],
+      // The planner has no redirect URIs: it is not registered for the authorization code flow.
+      [
+        planner.client_id,
+        planner.client_secret,
+        {
+          grant_type: "authorization_code",
+          code: "x".repeat(43),
+          redirect_uri: "https://agent.example/cb",
+          code_verifier: "v".repeat(43),
+        },
+        "token",
+      ],
+      [mail.client_id, mail.client_secret, { grant_type: "client_credentials" }, "token"],
+      [
+        mail.client_id,
+        mail.client_secret,
+        { login_hint: person.email, scope: "openid mail.read" },
+        "backchannel",
+      ],
+    ];
+    for (const [clientId, secret, form, endpoint] of asks) {
+      const refused = await postForm(`${server.url}/${endpoint}`, form, {
+        authorization: basicAuth(clientId, secret),
+      });
+      const label = `${clientId} ${form.grant_type ?? endpoint}: ${JSON.stringify(refused.body)}`;
+      expect(refused.status, label).toBe(400);
+      expect(refused.body.error, label).toBe("unauthorized_client");
+      expect(refused.body.error_description, label).toContain(`${clientId} may not use`);
+    }
+    // Client authentication comes first: with a wrong secret the answer is still invalid_client.
+    const wrongSecret = await postForm(
       `${server.url}/token`,
-      {
-        grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
-        subject_token: subjectToken,
-        subject_token_type: ACCESS_TOKEN,
-      },
-      { authorization: basicAuth(mail.client_id, mail.client_secret) },
+      { grant_type: "client_credentials" },
+      { authorization: basicAuth(planner.client_id, "wrong") },
     );
-    expect(asResource.status).toBeGreaterThanOrEqual(400);
-    expect(asResource.status).toBeLessThan(500);
-    expect(["unauthorized_client", "invalid_request"]).toContain(asResource.body.error);
+    expect(wrongSecret.status).toBe(401);
+    expect(wrongSecret.body.error).toBe("invalid_client");
+    // The refused client-credentials request is audited with the answer the client got.
+    const audited = () =>
+      server.deputy.db.prisma.auditEvent.findFirst({
+        where: { action: "client_credentials.issue", actor: planner.client_id, decision: "deny" },
+      });
+    await expect.poll(async () => (await audited())?.reason).toMatch(/^unauthorized_client: /);
+  });
+
+  it("answers every token request, granted or refused, with Cache-Control: no-store and Pragma: no-cache", async () => {
+    const { subjectToken } = await rootDelegation();
+    const answers = [
+      await exchange(server, planner, { subject_token: subjectToken, resource: mail.uri }),
+      await exchange(server, planner, { subject_token: "garbage", resource: mail.uri }),
+      await postForm(
+        `${server.url}/token`,
+        { grant_type: "client_credentials", scope: "deputy:admin" },
+        { authorization: basicAuth("deputy-admin", ADMIN_SECRET) },
+      ),
+      await postForm(
+        `${server.url}/token`,
+        { grant_type: "client_credentials" },
+        { authorization: basicAuth(planner.client_id, planner.client_secret) },
+      ),
+    ];
+    expect(answers.map((answer) => answer.status)).toEqual([200, 400, 200, 400]);
+    for (const answer of answers) {
+      expect(answer.headers.get("cache-control")).toBe("no-store");
+      expect(answer.headers.get("pragma")).toBe("no-cache");
+    }
   });
 });

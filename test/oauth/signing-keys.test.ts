@@ -2,7 +2,8 @@
 // /jwks and accepted by Deputy's own JWT verification in every server at once (invalidation bus); each server
 // signs with the new key from its next start, and browser cookies set by either are accepted by the other. A
 // server that missed the message still accepts the new key (it reloads on an unknown kid). Concurrent rotations
-// leave exactly one active key; /jwks never carries a private member. "Servers" here are Deputy instances in this
+// leave exactly one active key; /jwks never carries a private member. The replaced key is retiring until its
+// removal time, then neither published nor accepted; `deputy keys retire` removes one at once, everywhere. "Servers" here are Deputy instances in this
 // process sharing a PostgreSQL database and a Redis prefix; a restart is a new instance on the same database.
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -18,9 +19,10 @@ import Keygrip from "keygrip";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createLogger } from "../../src/logger.ts";
 import { PublishedKeys } from "../../src/oauth/published-keys.ts";
-import { rotateSigningKey } from "../../src/oauth/signing-keys.ts";
+import { rotateSigningKey, SIGNING_KEY_TOPIC } from "../../src/oauth/signing-keys.ts";
 import { CookieKeys } from "../../src/pages/keys.ts";
 import { ALL, type InvalidationBus } from "../../src/redis/invalidation-bus.ts";
+import { runDeputy } from "../helpers/cli.ts";
 import {
   agentTask,
   authorizeUrl,
@@ -152,6 +154,14 @@ describe("signing key rotation on a deployment of two servers sharing PostgreSQL
     expect(await publishedKids(first)).toEqual([rotated, previous]);
     expect(await discoveredJwksUri(second)).toBe(jwksUri);
 
+    // The previous key is retiring: published and accepted until the end of its retiring period.
+    const window = first.deputy.config.keyRetiringSeconds * 1000;
+    expect(body.retiring).toEqual([
+      expect.objectContaining({ kid: previous, status: "retiring", active: false }),
+    ]);
+    const [retiring] = body.retiring;
+    expect(Date.parse(retiring.removed_at) - Date.parse(retiring.retired_at)).toBe(window);
+
     const event = await first.deputy.db.prisma.auditEvent.findFirstOrThrow({
       where: { action: "key.rotate" },
     });
@@ -160,7 +170,7 @@ describe("signing key rotation on a deployment of two servers sharing PostgreSQL
       actor: "deputy-admin",
       target: rotated,
       before: { active_kids: [previous] },
-      after: { active_kids: [rotated] },
+      after: { active_kids: [rotated], retiring: [{ kid: previous, removed_at: retiring.removed_at }] },
     });
   });
 
@@ -231,7 +241,12 @@ describe("signing key rotation on a deployment of two servers sharing PostgreSQL
     // A rotation whose invalidation never reaches the other server (as if Redis had dropped the message).
     const silent: InvalidationBus = { publish: async () => {}, on: () => {}, close: async () => {} };
     const { kid } = await rotateSigningKey(
-      { prisma: first.deputy.db.prisma, audit: first.deputy.audit, bus: silent },
+      {
+        prisma: first.deputy.db.prisma,
+        audit: first.deputy.audit,
+        bus: silent,
+        retiringSeconds: first.deputy.config.keyRetiringSeconds,
+      },
       { actor: "test" },
     );
     const jwt = await restartFirstAndIssueJwt();
@@ -270,6 +285,81 @@ describe("signing key rotation on a deployment of two servers sharing PostgreSQL
     await expect.poll(async () => (await publishedKids(second))[0], { timeout: 2_000 }).toBe(active[0]?.kid);
     expect((await publishedKids(first))[0]).toBe(active[0]?.kid);
   });
+
+  it("removes a retiring key in an emergency (deputy keys retire): gone from /jwks and refused everywhere at once", async () => {
+    // The second server has not restarted: it still signs with the key active when it started, long rotated away.
+    const root = await delegate(second, {
+      personId: person.id,
+      personEmail: person.email,
+      agent: planner.client_id,
+      scopes: ["reports.read"],
+      resources: [reports.uri],
+    });
+    const issued = await exchange(second, planner, {
+      subject_token: root.subjectToken,
+      resource: reports.uri,
+    });
+    expect(issued.status, JSON.stringify(issued.body)).toBe(200);
+    const jwt = String(issued.body.access_token);
+    const kid = String(decodeProtectedHeader(jwt).kid);
+    const listed = (await first.admin("GET", "/keys")).body.keys;
+    expect(listed.find((key: { kid: string }) => key.kid === kid)).toMatchObject({ status: "retiring" });
+    for (const server of [first, second]) {
+      expect(await publishedKids(server)).toContain(kid);
+      expect(await introspect(server, reports, jwt)).toMatchObject({ active: true });
+    }
+
+    const run = await runDeputy(first.url, [
+      "--json",
+      "keys",
+      "retire",
+      kid,
+      "--reason",
+      "private key leaked",
+    ]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    const answer = JSON.parse(run.stdout);
+    expect(answer.key).toMatchObject({ kid, status: "removed", active: false });
+    expect(answer.note).toMatch(/restart those now/);
+
+    // Both servers: no longer published, and the token is refused by introspection and by token exchange.
+    for (const server of [first, second]) {
+      await expect.poll(() => publishedKids(server), { timeout: 2_000 }).not.toContain(kid);
+      expect(await introspect(server, reports, jwt)).toEqual({ active: false });
+      const child = await exchange(server, researcher, { subject_token: jwt });
+      expect(child.status).toBe(400);
+      expect(child.body.error).toBe("invalid_request");
+    }
+    const event = await first.deputy.db.prisma.auditEvent.findFirstOrThrow({
+      where: { action: "key.retire" },
+    });
+    expect(event).toMatchObject({
+      type: "admin_change",
+      actor: "deputy-admin",
+      target: kid,
+      reason: "private key leaked",
+      before: { status: "retiring" },
+      after: { status: "removed", removed_at: answer.key.removed_at },
+    });
+
+    // Refused, changing nothing: the active key (rotate first), a key already removed, an unknown kid.
+    const active = (await first.admin("GET", "/keys")).body.keys.find(
+      (key: { status: string }) => key.status === "active",
+    );
+    const refusals: [string, number, RegExp][] = [
+      [active.kid, 409, /is the active key: rotate first/],
+      [kid, 409, /already removed/],
+      ["no-such-kid", 404, /does not exist/],
+    ];
+    for (const [target, status, message] of refusals) {
+      const refused = await first.admin("POST", `/keys/${encodeURIComponent(target)}/retire`, {});
+      expect(refused.status, JSON.stringify(refused.body)).toBe(status);
+      expect(refused.body.error_description).toMatch(message);
+    }
+    expect(await first.deputy.db.prisma.auditEvent.count({ where: { action: "key.retire" } })).toBe(1);
+    expect(await publishedKids(first)).toContain(active.kid);
+  });
 });
 
 describe("signing key rotation on PGlite (one process)", () => {
@@ -279,6 +369,43 @@ describe("signing key rotation on PGlite (one process)", () => {
   });
   afterAll(async () => {
     await server?.close();
+  });
+
+  it("drops a retiring key from /jwks, and refuses what it signed, when its retiring period ends", async () => {
+    const person = await createPerson(server);
+    const ledger = await createResource(server, "https://ledger.example.com", ["ledger.read"], {
+      token_format: "jwt",
+    });
+    const agent = await createAgent(server, person.email, [
+      { resource: ledger.uri, scopes: ["ledger.read"] },
+    ]);
+    const root = await delegate(server, {
+      personId: person.id,
+      personEmail: person.email,
+      agent: agent.client_id,
+      scopes: ["ledger.read"],
+      resources: [ledger.uri],
+    });
+    const issued = await exchange(server, agent, { subject_token: root.subjectToken, resource: ledger.uri });
+    const jwt = String(issued.body.access_token);
+    const kid = String(decodeProtectedHeader(jwt).kid);
+    await rotate(server);
+    expect(await publishedKids(server)).toContain(kid);
+    expect(await introspect(server, ledger, jwt)).toMatchObject({ active: true });
+
+    // The end of its retiring period, brought forward to two seconds from now (a day by default); the process
+    // learns the new time, then hears nothing more.
+    await server.deputy.db.prisma.signingKey.update({
+      where: { kid },
+      data: { removedAt: new Date(Date.now() + 2_000) },
+    });
+    await server.deputy.bus.publish(SIGNING_KEY_TOPIC, kid);
+    await expect
+      .poll(async () => (await introspect(server, ledger, jwt)).active, { timeout: 10_000, interval: 250 })
+      .toBe(false);
+    expect(await publishedKids(server)).not.toContain(kid);
+    const listed = (await server.admin("GET", "/keys")).body.keys;
+    expect(listed.find((key: { kid: string }) => key.kid === kid)).toMatchObject({ status: "removed" });
   });
 
   it("publishes the rotated key at once and leaves exactly one active key after concurrent rotations", async () => {
@@ -315,7 +442,7 @@ describe("the published keys of one process", () => {
       const keys = new PublishedKeys(async () => {
         loads++;
         await sleep(5);
-        return stored;
+        return stored.map((jwk) => ({ jwk }));
       }, bus);
       const verifies = async (token: string) =>
         jwtVerify(token, keys.getKey).then(
@@ -351,6 +478,51 @@ describe("the published keys of one process", () => {
   });
 });
 
+describe("keys at their removal time, in one process", () => {
+  it("are no longer published or accepted, nor their cookie secrets, once their removal time has passed", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    try {
+      const { publicKey, privateKey } = await generateKeyPair("ES256", { extractable: true });
+      const jwk: JWK = { ...(await exportJWK(publicKey)), kid: "retiring", alg: "ES256", use: "sig" };
+      const token = await new SignJWT({})
+        .setProtectedHeader({ alg: "ES256", kid: "retiring" })
+        .sign(privateKey);
+      const removedAt = Date.now() + 60_000;
+      const silent: InvalidationBus = { publish: async () => {}, on: () => {}, close: async () => {} };
+      // What the database gives: the key until its removal time, nothing after.
+      const keys = new PublishedKeys(
+        async () => (Date.now() < removedAt ? [{ jwk, removedAt }] : []),
+        silent,
+      );
+      const verifies = () =>
+        jwtVerify(token, keys.getKey).then(
+          () => true,
+          () => false,
+        );
+      expect(await verifies()).toBe(true);
+      vi.setSystemTime(removedAt - 1);
+      expect(await verifies()).toBe(true);
+      vi.setSystemTime(removedAt);
+      expect(await verifies()).toBe(false);
+      expect((await keys.jwks()).keys).toEqual([]);
+
+      vi.setSystemTime(removedAt - 60_000);
+      const own = await exportJWK((await generateKeyPair("ES256", { extractable: true })).privateKey);
+      const retiring = await exportJWK(privateKey);
+      const cookies = await CookieKeys.create(
+        async () => [{ jwk: own }, { jwk: retiring, removedAt }],
+        silent,
+        createLogger("silent"),
+      );
+      expect(cookies.accepted).toHaveLength(2);
+      vi.setSystemTime(removedAt);
+      expect(cookies.accepted).toEqual([cookies.signing]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
 describe("the cookie keys of one process", () => {
   it("sign as keygrip does, and accept a newer key's secret once the bus announces it, still signing with their own", async () => {
     const privateJwk = async () =>
@@ -364,9 +536,10 @@ describe("the cookie keys of one process", () => {
       close: async () => {},
     };
     const log = createLogger("silent");
-    const running = await CookieKeys.create(async () => stored, bus, log);
+    const entries = (jwks: JWK[]) => jwks.map((jwk) => ({ jwk }));
+    const running = await CookieKeys.create(async () => entries(stored), bus, log);
     // A process started after the rotation, with the new key active.
-    const restarted = await CookieKeys.create(async () => [next, old], bus, log);
+    const restarted = await CookieKeys.create(async () => entries([next, old]), bus, log);
     const cookie = "_interaction=abc";
     const own = running.keygrip.sign(cookie);
     expect(own).toBe(new Keygrip([running.signing.toString("base64url")]).sign(cookie));

@@ -111,6 +111,7 @@ describe("CIBA approvals", () => {
     expect(token.body).toMatchObject({ token_type: "Bearer", scope: "calendar.read" });
     expect(token.body.id_token).toBeTruthy();
     expect(token.body.refresh_token).toBeUndefined();
+    expect(token.headers.get("pragma")).toBe("no-cache");
     expect(token.body.expires_in).toBeLessThanOrEqual(900);
     expect(token.body.authorization_details).toEqual([expect.objectContaining({ task_id: "ciba-1" })]);
     const delegation = await server.deputy.db.prisma.delegation.findFirstOrThrow({

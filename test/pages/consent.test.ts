@@ -129,9 +129,13 @@ describe("people approve delegation (HTTP)", () => {
       );
       expect(pushed.status, JSON.stringify(pushed.body)).toBe(201);
       const client = new CookieClient(server.url);
-      const login = await client.follow(
-        `${server.url}/auth?client_id=${s.agent.client_id}&request_uri=${encodeURIComponent(pushed.body.request_uri)}`,
-      );
+      const authorize = `${server.url}/auth?client_id=${s.agent.client_id}&request_uri=${encodeURIComponent(pushed.body.request_uri)}`;
+      const login = await client.follow(authorize);
+      // RFC 9126 §4: one-time use. Used again, while the first use is still waiting for the person, it is refused.
+      expect(await refusal(authorize)).toMatchObject({
+        error: "invalid_request_uri",
+        error_description: expect.stringContaining("already used"),
+      });
       const consent = await signIn(client, login.body, s.person.email);
       expect(consent.body).toContain("par-task");
       expect(consent.body).toContain(s.calendar);
@@ -158,6 +162,34 @@ describe("people approve delegation (HTTP)", () => {
       );
       expect(badPush.status).toBe(400);
       expect(badPush.body.error).toBe("invalid_authorization_details");
+    });
+
+    it("lets exactly one of concurrent uses of a pushed request_uri through", async () => {
+      const s = await createScenario(server);
+      const pushed = await postForm(
+        `${server.url}/request`,
+        {
+          client_id: s.agent.client_id,
+          response_type: "code",
+          redirect_uri: REDIRECT_URI,
+          scope: "calendar.read",
+          code_challenge: pkce().challenge,
+          code_challenge_method: "S256",
+          authorization_details: JSON.stringify([agentTask()]),
+        },
+        { authorization: basicAuth(s.agent.client_id, s.agent.client_secret) },
+      );
+      expect(pushed.status, JSON.stringify(pushed.body)).toBe(201);
+      const authorize = `${server.url}/auth?client_id=${s.agent.client_id}&request_uri=${encodeURIComponent(pushed.body.request_uri)}`;
+      const answers = await Promise.all(
+        Array.from({ length: 8 }, () => new CookieClient(server.url).request(authorize)),
+      );
+      const opened = answers.filter((a) => a.location?.startsWith(`${server.url}/interaction/`));
+      const refused = answers.filter(
+        (a) => new URL(String(a.location)).searchParams.get("error") === "invalid_request_uri",
+      );
+      expect(opened).toHaveLength(1);
+      expect(refused).toHaveLength(7);
     });
 
     it("accepts Deputy itself as the resource: the delegation covers the agent's servers for those scopes", async () => {
@@ -314,6 +346,9 @@ describe("people approve delegation (HTTP)", () => {
       expect(token.status).toBe(200);
       expect(token.body).toMatchObject({ token_type: "Bearer", scope: "calendar.read calendar.write" });
       expect(token.body.refresh_token).toBeUndefined();
+      // RFC 6749 §5.1.
+      expect(token.headers.get("cache-control")).toBe("no-store");
+      expect(token.headers.get("pragma")).toBe("no-cache");
       expect(token.body.access_token).not.toContain(".");
       expect(token.body.authorization_details).toEqual([
         expect.objectContaining({ type: "agent_task", task_id: "approve-1" }),

@@ -95,6 +95,12 @@ it("refuses a high-risk exchange until the person approves it through CIBA", asy
   });
   expect(events.map((e) => e.decision)).toEqual(["deny", "deny", "allow"]);
   expect(events[0]?.reason).toContain("policy:high-risk-needs-step-up");
+  // A denial grants nothing; the allowed exchange, what it granted.
+  expect(events.map((e) => [e.scopesAsked, e.scopesGranted])).toEqual([
+    [["calendar.write"], []],
+    [["calendar.write"], []],
+    [["calendar.write"], ["calendar.write"]],
+  ]);
   expect(
     await server.deputy.db.prisma.auditEvent.count({
       where: { action: "step_up.approve", agentChain: { has: s.agent.client_id } },
