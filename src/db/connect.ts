@@ -37,6 +37,13 @@ async function openPostgres(url: string, { log, warn }: DatabaseOptions): Promis
   pool.on("error", (error) =>
     warn?.("database connection lost; it will be reopened", { error: error.message }),
   );
+  // A connection that dies while checked out (a transaction between two statements, or in one) emits its error
+  // on the client, where pg.Pool listens only while the client is idle: unheard, it would end the process. The
+  // statement in flight, or the next one, fails instead, and the pool drops the client when it is released.
+  const lostInUse = (error: Error) =>
+    warn?.("database connection lost while in use; its request fails", { error: error.message });
+  pool.on("acquire", (client) => client.on("error", lostInUse));
+  pool.on("release", (_error, client) => client.removeListener("error", lostInUse));
   const sql = pgPoolRunner(pool);
   try {
     await applyPendingMigrations(sql, { log });
