@@ -3,16 +3,21 @@
 // every backend of that database is terminated several times mid-workload. The process must live through it,
 // answer the requests that lost their connection with clean JSON errors (503 temporarily_unavailable), serve
 // again on new connections, and leave nothing half-written: every token a client received has its lineage and
-// audit event, and the chain verifies. Every process started here is killed in afterAll.
+// audit event, and the chain verifies. Then PostgreSQL cannot be reached at all (the server's connections go
+// through a TCP proxy that the test cuts): every surface answers 503 in JSON until it is back. Every process
+// started here is killed in afterAll.
+import { createServer, connect as netConnect, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { runDeputy } from "../helpers/cli.ts";
-import { POSTGRES_ADMIN_URL, prepareEnvironment } from "../helpers/server.ts";
+import { basicAuth } from "../helpers/oauth.ts";
+import { ADMIN_SECRET, POSTGRES_ADMIN_URL, prepareEnvironment } from "../helpers/server.ts";
 import {
   checkTrail,
   exchangeOnce,
   killStarted,
+  RESOURCE,
   runExchangeLoad,
   seedExchangeFixture,
   startHealthy,
@@ -20,6 +25,8 @@ import {
 } from "../helpers/server-process.ts";
 
 const CONCURRENCY = 40;
+/** Seeding, a server start and a workload, on a machine that may be busy: bounded, generously. */
+const TEST_TIMEOUT_MS = 180_000;
 const TERMINATIONS = 6;
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -42,6 +49,39 @@ async function terminateBackends(database: string): Promise<number> {
   } finally {
     await admin.end();
   }
+}
+
+/** A TCP proxy to PostgreSQL that can be cut (connections reset, new ones refused) and restored. */
+async function postgresProxy() {
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = netConnect(5432, "127.0.0.1");
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        sockets.delete(socket);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  const listen = (port = 0) =>
+    new Promise<number>((resolve) =>
+      server.listen(port, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
+    );
+  const port = await listen();
+  return {
+    port,
+    async cut() {
+      await new Promise((resolve) => {
+        server.close(resolve);
+        for (const socket of sockets) socket.destroy();
+      });
+    },
+    restore: () => listen(port),
+  };
 }
 
 describe("PostgreSQL terminating the server's connections under load", () => {
@@ -99,5 +139,84 @@ describe("PostgreSQL terminating the server's connections under load", () => {
     expect(trail.missingLineage).toEqual([]);
     expect(trail.missingAudit).toEqual([]);
     expect(trail.report.ok, JSON.stringify(trail.report.first_bad)).toBe(true);
-  });
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("PostgreSQL unreachable", () => {
+  it("answers 503 temporarily_unavailable in JSON everywhere while it is down, and serves again when it is back", async () => {
+    const prepared = await prepareEnvironment("postgresql", { LOG_LEVEL: "warn" });
+    cleanups.push(prepared.cleanup);
+    const proxy = await postgresProxy();
+    const direct = new URL(prepared.env.DATABASE_URL ?? "");
+    const viaProxy = new URL(direct);
+    viaProxy.port = String(proxy.port);
+    const env: Record<string, string> = {
+      ...prepared.env,
+      ISSUER: prepared.url,
+      DATABASE_URL: viaProxy.href,
+    };
+    const fixture = await seedExchangeFixture(env);
+    const server = await startHealthy(env);
+    const adminToken = async () =>
+      fetch(`${server.url}/token`, {
+        method: "POST",
+        headers: {
+          authorization: basicAuth("deputy-admin", ADMIN_SECRET),
+          "content-type": "application/x-www-form-urlencoded",
+        },
+        body: "grant_type=client_credentials&scope=deputy%3Aadmin",
+      });
+    const admin = (await (await adminToken()).json()) as { access_token: string };
+    const token = (await exchangeOnce(server.url, fixture)).body?.access_token as string;
+    const requests: Record<string, () => Promise<Response>> = {
+      "GET /healthz": () => fetch(`${server.url}/healthz`),
+      "GET /admin/v1/people": () =>
+        fetch(`${server.url}/admin/v1/people`, {
+          headers: { authorization: `Bearer ${admin.access_token}` },
+        }),
+      "POST /token (client_credentials)": adminToken,
+      "POST /access/v1/evaluation": () =>
+        fetch(`${server.url}/access/v1/evaluation`, {
+          method: "POST",
+          headers: {
+            authorization: basicAuth(fixture.resource.clientId, fixture.resource.secret),
+            "content-type": "application/json",
+          },
+          body: JSON.stringify({
+            subject: { type: "token", id: token },
+            resource: { type: "ledger", id: RESOURCE },
+            action: { name: "ledger.read" },
+          }),
+        }),
+    };
+    const answers = async () => {
+      const seen: Record<string, string> = {};
+      for (const [name, send] of Object.entries(requests)) {
+        const response = await send();
+        const text = await response.text();
+        const body = JSON.parse(text) as { error?: string; error_description?: string };
+        seen[name] = `${response.status} ${body.error ?? "ok"} ${response.headers.get("retry-after") ?? "-"}`;
+      }
+      const exchange = await exchangeOnce(server.url, fixture);
+      seen["POST /token (token exchange)"] = exchange.kind;
+      return seen;
+    };
+    const unavailable = "503 temporarily_unavailable 1";
+    expect(Object.values(await answers()).every((answer) => answer.startsWith("200"))).toBe(true);
+
+    await proxy.cut();
+    expect(await answers()).toEqual({
+      "GET /healthz": unavailable,
+      "GET /admin/v1/people": unavailable,
+      "POST /token (client_credentials)": unavailable,
+      "POST /access/v1/evaluation": unavailable,
+      "POST /token (token exchange)": "503 temporarily_unavailable",
+    });
+    expect(server.running()).toBe(true);
+    expect(server.output()).not.toMatch(/"level":50/);
+
+    await proxy.restore();
+    expect(Object.values(await answers()).every((answer) => answer.startsWith("200"))).toBe(true);
+    expect((await stopServer(server)).code).toBe(0);
+  }, TEST_TIMEOUT_MS);
 });
