@@ -7,6 +7,7 @@ import { PrismaPg } from "@prisma/adapter-pg";
 import pg from "pg";
 import { PrismaPGlite } from "pglite-prisma-adapter";
 import { PrismaClient } from "../generated/prisma/client.ts";
+import { lockEmbeddedDatabase } from "./embedded-lock.ts";
 import { applyPendingMigrations } from "./migrate.ts";
 import { pgliteRunner, pgPoolRunner, type SqlRunner } from "./sql-runner.ts";
 
@@ -27,7 +28,7 @@ export interface DatabaseOptions {
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   if (options.databaseUrl) return openPostgres(options.databaseUrl, options);
-  return openPglite(path.join(options.dataDir, "pgdata"), options.log);
+  return openPglite(options.dataDir, options.log);
 }
 
 async function openPostgres(url: string, { log, warn }: DatabaseOptions): Promise<Database> {
@@ -63,25 +64,35 @@ async function openPostgres(url: string, { log, warn }: DatabaseOptions): Promis
   };
 }
 
-async function openPglite(dir: string, log?: DatabaseOptions["log"]): Promise<Database> {
-  mkdirSync(dir, { recursive: true });
-  const db = new PGlite(dir);
-  await db.waitReady;
-  const sql = pgliteRunner(db);
+async function openPglite(dataDir: string, log?: DatabaseOptions["log"]): Promise<Database> {
+  // Before anything is opened: a second process on these files would fork the data (embedded-lock.ts).
+  const lock = await lockEmbeddedDatabase(dataDir);
+  let db: PGlite | undefined;
   try {
+    const dir = path.join(dataDir, "pgdata");
+    mkdirSync(dir, { recursive: true });
+    db = new PGlite(dir);
+    await db.waitReady;
+    const sql = pgliteRunner(db);
     await applyPendingMigrations(sql, { log });
+    const pglite = db;
+    const prisma = new PrismaClient({ adapter: new PrismaPGlite(pglite) });
+    return {
+      kind: "pglite",
+      prisma,
+      sql,
+      async close() {
+        await prisma.$disconnect();
+        await pglite.close();
+        lock.release();
+      },
+    };
   } catch (error) {
-    await db.close();
+    try {
+      await db?.close();
+    } finally {
+      lock.release();
+    }
     throw error;
   }
-  const prisma = new PrismaClient({ adapter: new PrismaPGlite(db) });
-  return {
-    kind: "pglite",
-    prisma,
-    sql,
-    async close() {
-      await prisma.$disconnect();
-      await db.close();
-    },
-  };
 }

@@ -85,138 +85,147 @@ async function postgresProxy() {
 }
 
 describe("PostgreSQL terminating the server's connections under load", () => {
-  it("keeps the process up, answers clean 503s, serves again and loses no token's record", async () => {
-    const prepared = await prepareEnvironment("postgresql", { LOG_LEVEL: "warn" });
-    cleanups.push(prepared.cleanup);
-    const env: Record<string, string> = { ...prepared.env, ISSUER: prepared.url };
-    const database = new URL(env.DATABASE_URL ?? "").pathname.slice(1);
-    const fixture = await seedExchangeFixture(env);
-    const server = await startHealthy(env);
+  it(
+    "keeps the process up, answers clean 503s, serves again and loses no token's record",
+    async () => {
+      const prepared = await prepareEnvironment("postgresql", { LOG_LEVEL: "warn" });
+      cleanups.push(prepared.cleanup);
+      const env: Record<string, string> = { ...prepared.env, ISSUER: prepared.url };
+      const database = new URL(env.DATABASE_URL ?? "").pathname.slice(1);
+      const fixture = await seedExchangeFixture(env);
+      const server = await startHealthy(env);
 
-    const load = runExchangeLoad(server.url, fixture, { concurrency: CONCURRENCY, introspect: true });
-    const terminated: number[] = [];
-    for (let round = 0; round < TERMINATIONS; round++) {
-      // Let the workload get going again (new connections, transactions in flight) before each cut.
-      const before = load.received.length;
-      for (let i = 0; i < 100 && load.received.length < before + 50; i++) await sleep(20);
-      terminated.push(await terminateBackends(database));
-    }
-    const received = load.received.length;
-    for (let i = 0; i < 100 && load.received.length < received + 50; i++) await sleep(20);
-    await load.stop();
+      const load = runExchangeLoad(server.url, fixture, { concurrency: CONCURRENCY, introspect: true });
+      const terminated: number[] = [];
+      for (let round = 0; round < TERMINATIONS; round++) {
+        // Let the workload get going again (new connections, transactions in flight) before each cut.
+        const before = load.received.length;
+        for (let i = 0; i < 100 && load.received.length < before + 50; i++) await sleep(20);
+        terminated.push(await terminateBackends(database));
+      }
+      const received = load.received.length;
+      for (let i = 0; i < 100 && load.received.length < received + 50; i++) await sleep(20);
+      await load.stop();
 
-    const figures = {
-      sent: load.sent,
-      received: load.received.length,
-      errors: load.errors,
-      inactive: load.inactive,
-      terminated,
-    };
-    expect(server.running(), `${JSON.stringify(figures)}\n${server.output()}`).toBe(true);
-    expect(
-      terminated.every((n) => n > 0),
-      JSON.stringify(figures),
-    ).toBe(true);
-    // The requests that lost their connection were refused cleanly, and only those: no 500, no stack trace.
-    const kinds = Object.keys(load.errors);
-    expect(
-      kinds.every((kind) => kind === "503 temporarily_unavailable"),
-      JSON.stringify(figures),
-    ).toBe(true);
-    expect(load.inactive, JSON.stringify(figures)).toBe(0);
-    expect(server.output()).not.toMatch(/\bat .+:\d+:\d+\)?$/m);
-    // It carried on through the cuts, and serves on new connections afterwards.
-    expect(load.received.length).toBeGreaterThan(received);
-    const after = await exchangeOnce(server.url, fixture);
-    expect(after.status, JSON.stringify(after.body)).toBe(200);
+      const figures = {
+        sent: load.sent,
+        received: load.received.length,
+        errors: load.errors,
+        inactive: load.inactive,
+        terminated,
+      };
+      expect(server.running(), `${JSON.stringify(figures)}\n${server.output()}`).toBe(true);
+      expect(
+        terminated.every((n) => n > 0),
+        JSON.stringify(figures),
+      ).toBe(true);
+      // The requests that lost their connection were refused cleanly, and only those: no 500, no stack trace.
+      const kinds = Object.keys(load.errors);
+      expect(
+        kinds.every((kind) => kind === "503 temporarily_unavailable"),
+        JSON.stringify(figures),
+      ).toBe(true);
+      expect(load.inactive, JSON.stringify(figures)).toBe(0);
+      expect(server.output()).not.toMatch(/\bat .+:\d+:\d+\)?$/m);
+      // It carried on through the cuts, and serves on new connections afterwards.
+      expect(load.received.length).toBeGreaterThan(received);
+      const after = await exchangeOnce(server.url, fixture);
+      expect(after.status, JSON.stringify(after.body)).toBe(200);
 
-    const cli = await runDeputy(server.url, ["audit", "verify"]);
-    expect(cli.code, cli.stdout + cli.stderr).toBe(0);
-    expect((await stopServer(server)).code).toBe(0);
+      const cli = await runDeputy(server.url, ["audit", "verify"]);
+      expect(cli.code, cli.stdout + cli.stderr).toBe(0);
+      expect((await stopServer(server)).code).toBe(0);
 
-    const trail = await checkTrail(env, prepared.dataDir, load.received);
-    console.info("postgres-terminated:", JSON.stringify({ ...figures, checked: trail.checked }));
-    expect(trail.missingLineage).toEqual([]);
-    expect(trail.missingAudit).toEqual([]);
-    expect(trail.report.ok, JSON.stringify(trail.report.first_bad)).toBe(true);
-  }, TEST_TIMEOUT_MS);
+      const trail = await checkTrail(env, prepared.dataDir, load.received);
+      console.info("postgres-terminated:", JSON.stringify({ ...figures, checked: trail.checked }));
+      expect(trail.missingLineage).toEqual([]);
+      expect(trail.missingAudit).toEqual([]);
+      expect(trail.report.ok, JSON.stringify(trail.report.first_bad)).toBe(true);
+    },
+    TEST_TIMEOUT_MS,
+  );
 });
 
 describe("PostgreSQL unreachable", () => {
-  it("answers 503 temporarily_unavailable in JSON everywhere while it is down, and serves again when it is back", async () => {
-    const prepared = await prepareEnvironment("postgresql", { LOG_LEVEL: "warn" });
-    cleanups.push(prepared.cleanup);
-    const proxy = await postgresProxy();
-    const direct = new URL(prepared.env.DATABASE_URL ?? "");
-    const viaProxy = new URL(direct);
-    viaProxy.port = String(proxy.port);
-    const env: Record<string, string> = {
-      ...prepared.env,
-      ISSUER: prepared.url,
-      DATABASE_URL: viaProxy.href,
-    };
-    const fixture = await seedExchangeFixture(env);
-    const server = await startHealthy(env);
-    const adminToken = async () =>
-      fetch(`${server.url}/token`, {
-        method: "POST",
-        headers: {
-          authorization: basicAuth("deputy-admin", ADMIN_SECRET),
-          "content-type": "application/x-www-form-urlencoded",
-        },
-        body: "grant_type=client_credentials&scope=deputy%3Aadmin",
-      });
-    const admin = (await (await adminToken()).json()) as { access_token: string };
-    const token = (await exchangeOnce(server.url, fixture)).body?.access_token as string;
-    const requests: Record<string, () => Promise<Response>> = {
-      "GET /healthz": () => fetch(`${server.url}/healthz`),
-      "GET /admin/v1/people": () =>
-        fetch(`${server.url}/admin/v1/people`, {
-          headers: { authorization: `Bearer ${admin.access_token}` },
-        }),
-      "POST /token (client_credentials)": adminToken,
-      "POST /access/v1/evaluation": () =>
-        fetch(`${server.url}/access/v1/evaluation`, {
+  it(
+    "answers 503 temporarily_unavailable in JSON everywhere while it is down, and serves again when it is back",
+    async () => {
+      const prepared = await prepareEnvironment("postgresql", { LOG_LEVEL: "warn" });
+      cleanups.push(prepared.cleanup);
+      const proxy = await postgresProxy();
+      const direct = new URL(prepared.env.DATABASE_URL ?? "");
+      const viaProxy = new URL(direct);
+      viaProxy.port = String(proxy.port);
+      const env: Record<string, string> = {
+        ...prepared.env,
+        ISSUER: prepared.url,
+        DATABASE_URL: viaProxy.href,
+      };
+      const fixture = await seedExchangeFixture(env);
+      const server = await startHealthy(env);
+      const adminToken = async () =>
+        fetch(`${server.url}/token`, {
           method: "POST",
           headers: {
-            authorization: basicAuth(fixture.resource.clientId, fixture.resource.secret),
-            "content-type": "application/json",
+            authorization: basicAuth("deputy-admin", ADMIN_SECRET),
+            "content-type": "application/x-www-form-urlencoded",
           },
-          body: JSON.stringify({
-            subject: { type: "token", id: token },
-            resource: { type: "ledger", id: RESOURCE },
-            action: { name: "ledger.read" },
+          body: "grant_type=client_credentials&scope=deputy%3Aadmin",
+        });
+      const admin = (await (await adminToken()).json()) as { access_token: string };
+      const token = (await exchangeOnce(server.url, fixture)).body?.access_token as string;
+      const requests: Record<string, () => Promise<Response>> = {
+        "GET /healthz": () => fetch(`${server.url}/healthz`),
+        "GET /admin/v1/people": () =>
+          fetch(`${server.url}/admin/v1/people`, {
+            headers: { authorization: `Bearer ${admin.access_token}` },
           }),
-        }),
-    };
-    const answers = async () => {
-      const seen: Record<string, string> = {};
-      for (const [name, send] of Object.entries(requests)) {
-        const response = await send();
-        const text = await response.text();
-        const body = JSON.parse(text) as { error?: string; error_description?: string };
-        seen[name] = `${response.status} ${body.error ?? "ok"} ${response.headers.get("retry-after") ?? "-"}`;
-      }
-      const exchange = await exchangeOnce(server.url, fixture);
-      seen["POST /token (token exchange)"] = exchange.kind;
-      return seen;
-    };
-    const unavailable = "503 temporarily_unavailable 1";
-    expect(Object.values(await answers()).every((answer) => answer.startsWith("200"))).toBe(true);
+        "POST /token (client_credentials)": adminToken,
+        "POST /access/v1/evaluation": () =>
+          fetch(`${server.url}/access/v1/evaluation`, {
+            method: "POST",
+            headers: {
+              authorization: basicAuth(fixture.resource.clientId, fixture.resource.secret),
+              "content-type": "application/json",
+            },
+            body: JSON.stringify({
+              subject: { type: "token", id: token },
+              resource: { type: "ledger", id: RESOURCE },
+              action: { name: "ledger.read" },
+            }),
+          }),
+      };
+      const answers = async () => {
+        const seen: Record<string, string> = {};
+        for (const [name, send] of Object.entries(requests)) {
+          const response = await send();
+          const text = await response.text();
+          const body = JSON.parse(text) as { error?: string; error_description?: string };
+          seen[name] =
+            `${response.status} ${body.error ?? "ok"} ${response.headers.get("retry-after") ?? "-"}`;
+        }
+        const exchange = await exchangeOnce(server.url, fixture);
+        seen["POST /token (token exchange)"] = exchange.kind;
+        return seen;
+      };
+      const unavailable = "503 temporarily_unavailable 1";
+      expect(Object.values(await answers()).every((answer) => answer.startsWith("200"))).toBe(true);
 
-    await proxy.cut();
-    expect(await answers()).toEqual({
-      "GET /healthz": unavailable,
-      "GET /admin/v1/people": unavailable,
-      "POST /token (client_credentials)": unavailable,
-      "POST /access/v1/evaluation": unavailable,
-      "POST /token (token exchange)": "503 temporarily_unavailable",
-    });
-    expect(server.running()).toBe(true);
-    expect(server.output()).not.toMatch(/"level":50/);
+      await proxy.cut();
+      expect(await answers()).toEqual({
+        "GET /healthz": unavailable,
+        "GET /admin/v1/people": unavailable,
+        "POST /token (client_credentials)": unavailable,
+        "POST /access/v1/evaluation": unavailable,
+        "POST /token (token exchange)": "503 temporarily_unavailable",
+      });
+      expect(server.running()).toBe(true);
+      expect(server.output()).not.toMatch(/"level":50/);
 
-    await proxy.restore();
-    expect(Object.values(await answers()).every((answer) => answer.startsWith("200"))).toBe(true);
-    expect((await stopServer(server)).code).toBe(0);
-  }, TEST_TIMEOUT_MS);
+      await proxy.restore();
+      expect(Object.values(await answers()).every((answer) => answer.startsWith("200"))).toBe(true);
+      expect((await stopServer(server)).code).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
 });

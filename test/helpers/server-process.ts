@@ -25,6 +25,7 @@ export interface ServerProcess {
   url: string;
   /** The last 50,000 characters the process wrote (stdout and stderr). */
   output(): string;
+  stdout(): string;
   stderr(): string;
   /** Resolves once the process has exited: its code, or the signal that ended it. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -46,20 +47,19 @@ export function spawnServer(env: Record<string, string>): ServerProcess {
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
-  let output = "";
-  let stderr = "";
-  child.stdout?.on("data", (chunk) => {
-    output = (output + chunk).slice(-50_000);
-  });
-  child.stderr?.on("data", (chunk) => {
-    output = (output + chunk).slice(-50_000);
-    stderr = (stderr + chunk).slice(-50_000);
-  });
+  const kept = { output: "", stdout: "", stderr: "" };
+  const keep = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
+    kept.output = (kept.output + chunk).slice(-50_000);
+    kept[stream] = (kept[stream] + chunk).slice(-50_000);
+  };
+  child.stdout?.on("data", keep("stdout"));
+  child.stderr?.on("data", keep("stderr"));
   const proc: ServerProcess = {
     child,
     url: `http://127.0.0.1:${env.PORT}`,
-    output: () => output,
-    stderr: () => stderr,
+    output: () => kept.output,
+    stdout: () => kept.stdout,
+    stderr: () => kept.stderr,
     exited: new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal }))),
     running: () => child.exitCode === null && child.signalCode === null,
   };
@@ -82,6 +82,13 @@ export async function startHealthy(env: Record<string, string>): Promise<ServerP
     if (Date.now() > deadline) throw new Error(`server not healthy in time:\n${proc.output()}`);
     await sleep(150);
   }
+}
+
+/** Spawns a server expected to stop by itself (a refused start) and waits, bounded, for its exit. */
+export async function runToExit(env: Record<string, string>) {
+  const proc = spawnServer(env);
+  const { code } = await within(proc.exited, START_TIMEOUT_MS, `exit of a refused start:\n${proc.output()}`);
+  return { code, stdout: proc.stdout(), stderr: proc.stderr() };
 }
 
 /** Sends `signal` and waits (bounded) for the exit. */
