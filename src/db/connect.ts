@@ -11,6 +11,9 @@ import { lockEmbeddedDatabase } from "./embedded-lock.ts";
 import { applyPendingMigrations } from "./migrate.ts";
 import { pgliteRunner, pgPoolRunner, type SqlRunner } from "./sql-runner.ts";
 
+/** How long a request waits for a PostgreSQL connection (a new one, or a free one of the pool's). */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 export interface Database {
   kind: "pglite" | "postgresql";
   prisma: PrismaClient;
@@ -32,7 +35,15 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 }
 
 async function openPostgres(url: string, { log, warn }: DatabaseOptions): Promise<Database> {
-  const pool = new pg.Pool({ connectionString: url, max: 10 });
+  // A database that cannot be reached fails a request within CONNECT_TIMEOUT_MS rather than holding it (and group
+  // commit behind it) until TCP gives up; keepalive notices a connection whose peer vanished without a word.
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+  });
   // pg.Pool re-emits the error of a connection that dies while idle; unheard, it would end the process. The
   // pool has already dropped that connection, and the next query opens a new one.
   pool.on("error", (error) =>

@@ -8,7 +8,15 @@
 // first creates `database.lock.takeover-<hash of the stale content>` exclusively, checks that the lock still holds
 // that content, and only then removes it. Every process then competes for the lock itself, exclusively again.
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  realpathSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -41,10 +49,11 @@ const held = new Set<string>();
 
 /** Locks `dataDir` for this process, or throws EmbeddedDatabaseInUseError naming the process that holds it. */
 export async function lockEmbeddedDatabase(dataDir: string): Promise<EmbeddedLock> {
-  const dir = path.resolve(dataDir);
+  mkdirSync(dataDir, { recursive: true });
+  // One name per directory, however it is reached (relative, through a symlink).
+  const dir = realpathSync(dataDir);
   const file = path.join(dir, LOCK_FILE);
   if (held.has(file)) throw new EmbeddedDatabaseInUseError(dir, process.pid);
-  mkdirSync(dir, { recursive: true });
   const content = `${process.pid}\n${randomBytes(16).toString("hex")}\n`;
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     if (create(file, content)) return holdLock(file, content);

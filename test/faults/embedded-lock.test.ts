@@ -9,6 +9,7 @@ import { existsSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
+import { openDatabase } from "../../src/db/connect.ts";
 import { basicAuth } from "../helpers/oauth.ts";
 import { ADMIN_SECRET, freePort, prepareEnvironment } from "../helpers/server.ts";
 import {
@@ -167,6 +168,22 @@ describe("a server that cannot listen", () => {
     },
     TEST_TIMEOUT_MS,
   );
+});
+
+describe("one process opening its embedded database twice", () => {
+  it("is refused the second time, and opens it again once closed", async () => {
+    const prepared = await prepareEnvironment("pglite");
+    cleanups.push(prepared.cleanup);
+    const db = await openDatabase({ dataDir: prepared.dataDir });
+    await expect(openDatabase({ dataDir: prepared.dataDir })).rejects.toThrow(
+      `the embedded database in ${prepared.dataDir} is in use by process ${process.pid}`,
+    );
+    await db.close();
+    expect(existsSync(lockFile(prepared.dataDir))).toBe(false);
+    const again = await openDatabase({ dataDir: prepared.dataDir });
+    expect(await again.sql.query("SELECT 1 AS one")).toEqual([{ one: 1 }]);
+    await again.close();
+  });
 });
 
 describe("processes racing for a stale lock", () => {

@@ -4,8 +4,8 @@
 // answer the requests that lost their connection with clean JSON errors (503 temporarily_unavailable), serve
 // again on new connections, and leave nothing half-written: every token a client received has its lineage and
 // audit event, and the chain verifies. Then PostgreSQL cannot be reached at all (the server's connections go
-// through a TCP proxy that the test cuts): every surface answers 503 in JSON until it is back. Every process
-// started here is killed in afterAll.
+// through a TCP proxy that the test cuts, then turns into a black hole): every surface answers 503 in JSON until
+// it is back. Every process started here is killed in afterAll.
 import { createServer, connect as netConnect, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
@@ -28,6 +28,13 @@ const CONCURRENCY = 40;
 /** Seeding, a server start and a workload, on a machine that may be busy: bounded, generously. */
 const TEST_TIMEOUT_MS = 180_000;
 const TERMINATIONS = 6;
+/** What the server logs when a request fails unexpectedly (http/middleware.ts, oauth/database-outage.ts, …). */
+const REQUEST_ERRORS = [
+  "request failed",
+  "oidc-provider server error",
+  "page request failed",
+  "could not record a client-credentials token; it was destroyed",
+];
 
 const cleanups: (() => Promise<void>)[] = [];
 afterAll(async () => {
@@ -51,36 +58,56 @@ async function terminateBackends(database: string): Promise<number> {
   }
 }
 
-/** A TCP proxy to PostgreSQL that can be cut (connections reset, new ones refused) and restored. */
+/**
+ * A TCP proxy to PostgreSQL that can be cut (connections reset, new ones refused: a host down) or turned into a
+ * black hole (connections reset, new ones accepted and never answered: a network partition), and restored.
+ */
 async function postgresProxy() {
   const sockets = new Set<Socket>();
+  let silent = false;
+  const track = (socket: Socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.on("close", () => sockets.delete(socket));
+  };
   const server = createServer((client) => {
+    track(client);
+    if (silent) return;
     const upstream = netConnect(5432, "127.0.0.1");
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on("error", () => {});
-      socket.on("close", () => {
-        sockets.delete(socket);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
+    track(upstream);
+    const both = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("close", both);
+    upstream.on("close", both);
     client.pipe(upstream).pipe(client);
   });
   const listen = (port = 0) =>
     new Promise<number>((resolve) =>
       server.listen(port, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
     );
+  const resetAll = () => {
+    for (const socket of sockets) socket.destroy();
+  };
   const port = await listen();
   return {
     port,
     async cut() {
       await new Promise((resolve) => {
         server.close(resolve);
-        for (const socket of sockets) socket.destroy();
+        resetAll();
       });
     },
-    restore: () => listen(port),
+    blackHole() {
+      silent = true;
+      resetAll();
+    },
+    async restore() {
+      silent = false;
+      resetAll();
+      if (!server.listening) await listen(port);
+    },
   };
 }
 
@@ -148,13 +175,12 @@ describe("PostgreSQL terminating the server's connections under load", () => {
 
 describe("PostgreSQL unreachable", () => {
   it(
-    "answers 503 temporarily_unavailable in JSON everywhere while it is down, and serves again when it is back",
+    "answers 503 temporarily_unavailable in JSON everywhere while it is down or silent, and serves again after",
     async () => {
       const prepared = await prepareEnvironment("postgresql", { LOG_LEVEL: "warn" });
       cleanups.push(prepared.cleanup);
       const proxy = await postgresProxy();
-      const direct = new URL(prepared.env.DATABASE_URL ?? "");
-      const viaProxy = new URL(direct);
+      const viaProxy = new URL(prepared.env.DATABASE_URL ?? "");
       viaProxy.port = String(proxy.port);
       const env: Record<string, string> = {
         ...prepared.env,
@@ -195,35 +221,52 @@ describe("PostgreSQL unreachable", () => {
             }),
           }),
       };
+      /** Every request at once: status, error and Retry-After of each. */
       const answers = async () => {
         const seen: Record<string, string> = {};
-        for (const [name, send] of Object.entries(requests)) {
+        const sent = Object.entries(requests).map(async ([name, send]) => {
           const response = await send();
-          const text = await response.text();
-          const body = JSON.parse(text) as { error?: string; error_description?: string };
+          const body = JSON.parse(await response.text()) as { error?: string };
           seen[name] =
             `${response.status} ${body.error ?? "ok"} ${response.headers.get("retry-after") ?? "-"}`;
-        }
-        const exchange = await exchangeOnce(server.url, fixture);
-        seen["POST /token (token exchange)"] = exchange.kind;
+        });
+        const exchanged = exchangeOnce(server.url, fixture).then((answer) => {
+          seen["POST /token (token exchange)"] = answer.kind;
+        });
+        await Promise.all([...sent, exchanged]);
         return seen;
       };
+      const serving = async () => Object.values(await answers()).every((answer) => answer.startsWith("200"));
       const unavailable = "503 temporarily_unavailable 1";
-      expect(Object.values(await answers()).every((answer) => answer.startsWith("200"))).toBe(true);
-
-      await proxy.cut();
-      expect(await answers()).toEqual({
+      const allUnavailable = {
         "GET /healthz": unavailable,
         "GET /admin/v1/people": unavailable,
         "POST /token (client_credentials)": unavailable,
         "POST /access/v1/evaluation": unavailable,
         "POST /token (token exchange)": "503 temporarily_unavailable",
-      });
-      expect(server.running()).toBe(true);
-      expect(server.output()).not.toMatch(/"level":50/);
+      };
+      expect(await serving()).toBe(true);
 
+      // Refused: every request fails at once.
+      await proxy.cut();
+      expect(await answers()).toEqual(allUnavailable);
       await proxy.restore();
-      expect(Object.values(await answers()).every((answer) => answer.startsWith("200"))).toBe(true);
+      expect(await serving()).toBe(true);
+      // Never answered: every request fails when its connection attempt times out, rather than hanging.
+      proxy.blackHole();
+      expect(await answers()).toEqual(allUnavailable);
+      await proxy.restore();
+      expect(await serving()).toBe(true);
+
+      expect(server.running()).toBe(true);
+      // Requests that met the outage are logged as warnings, never as errors (with a stack) like a bug.
+      const requestErrors = server
+        .output()
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as { level: number; msg: string })
+        .filter((line) => line.level >= 50 && REQUEST_ERRORS.includes(line.msg));
+      expect(requestErrors).toEqual([]);
       expect((await stopServer(server)).code).toBe(0);
     },
     TEST_TIMEOUT_MS,
