@@ -24,6 +24,7 @@ import type { JobQueue } from "./jobs/queue.ts";
 import type { Logger } from "./logger.ts";
 import { createProviderAdapter } from "./oauth/adapter.ts";
 import { ClientStore } from "./oauth/client-store.ts";
+import { reportServerErrors } from "./oauth/database-outage.ts";
 import { createProvider } from "./oauth/provider.ts";
 import { useProviderMiddlewares } from "./oauth/provider-middlewares.ts";
 import { PublishedKeys } from "./oauth/published-keys.ts";
@@ -209,7 +210,7 @@ async function assemble(
     cascade,
     pushedRequests: new PushedRequestClaims(redis.redis, config.redisPrefix),
   });
-  provider.on("server_error", (_ctx, error) => log.error({ err: error }, "oidc-provider server error"));
+  reportServerErrors(provider, log);
   const tokens = new PresentedTokens({
     issuer: config.issuer,
     prisma,
@@ -236,7 +237,10 @@ async function assemble(
     tokenTtlCap: config.tokenTtlCap,
     maxDelegationDepth: config.maxDelegationDepth,
   });
-  useProviderMiddlewares(provider, { audit, prisma, log, tokens, delegations, cascade, published });
+  useProviderMiddlewares(provider, {
+    ...{ audit, prisma, log, tokens, delegations, cascade, published },
+    renderError: peopleUi.hooks.renderError,
+  });
 
   // The surfaces, each with its own stack; whatever none answers goes to oidc-provider.
   const evaluator = new Evaluator({

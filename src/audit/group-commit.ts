@@ -9,6 +9,7 @@
 
 import type { SqlRunner } from "../db/sql-runner.ts";
 import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
+import { databaseOutage } from "../http/unavailable.ts";
 import {
   appendToChain,
   CHAIN_LOCK_FROM_ITEM,
@@ -79,7 +80,7 @@ export class GroupCommitWriter {
     if (this.#queue.length) this.#schedule();
   }
 
-  async #commit(batch: Waiter[]): Promise<void> {
+  async #commit(batch: Waiter[], retried = false): Promise<void> {
     const issuedTokens = batch.flatMap((waiter) => waiter.rows.issuedTokens ?? []);
     const auditEvents = batch.flatMap((waiter) => waiter.rows.auditEvents ?? []);
     const write = async (tx: ChainTx) => {
@@ -94,6 +95,13 @@ export class GroupCommitWriter {
       else await this.#prisma.$transaction((tx) => write(prismaTx(tx)), { maxWait: 10_000, timeout: 30_000 });
       for (const waiter of batch) waiter.resolve();
     } catch (error) {
+      if (databaseOutage(error)) {
+        // A lost connection fails the batch, not one of its rows: once more (the pool opens a new connection),
+        // then the whole batch fails; retrying each request alone would meet the outage once per request.
+        if (!retried) return this.#commit(batch, true);
+        for (const waiter of batch) waiter.reject(error);
+        return;
+      }
       if (batch.length === 1) {
         batch[0]?.reject(error);
         return;

@@ -4,6 +4,7 @@ import type { Context, Next } from "koa";
 import { ZodError } from "zod";
 import type { Logger } from "../logger.ts";
 import { ApiError } from "./api-error.ts";
+import { answerDatabaseUnavailable, databaseOutage } from "./unavailable.ts";
 
 declare module "koa" {
   interface DefaultState {
@@ -59,6 +60,15 @@ export function jsonErrors(log: Logger) {
       await next();
       if (ctx.body === undefined) throwRouterStatus(ctx);
     } catch (error) {
+      const outage = databaseOutage(error);
+      if (outage) {
+        log.warn(
+          { error: outage, requestId: ctx.state.requestId },
+          "request failed: the database is unavailable",
+        );
+        answerDatabaseUnavailable(ctx);
+        return;
+      }
       const { status, body } = describe(error);
       if (status >= 500 && status !== 501)
         log.error({ err: error, requestId: ctx.state.requestId }, "request failed");

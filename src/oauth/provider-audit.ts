@@ -21,6 +21,7 @@ import {
 } from "../audit/audit-log.ts";
 import { tokenRef } from "../delegation/token-ref.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
+import { answerDatabaseUnavailable, databaseOutage } from "../http/unavailable.ts";
 import type { Logger } from "../logger.ts";
 import type { ProviderMiddleware } from "./provider-middlewares.ts";
 
@@ -107,9 +108,16 @@ async function clientCredentials(provider: Provider, ctx: KoaContextWithOIDC, de
       details: { expires_in: body.expires_in ?? null },
     });
   } catch (error) {
-    deps.log.error({ err: error }, "could not record a client-credentials token; it was destroyed");
+    const outage = databaseOutage(error);
+    if (outage)
+      deps.log.warn(
+        { error: outage },
+        "the database is unavailable: a client-credentials token was destroyed",
+      );
+    else deps.log.error({ err: error }, "could not record a client-credentials token; it was destroyed");
     const token = await provider.ClientCredentials.find(value).catch(() => undefined);
     await token?.destroy().catch(() => undefined);
+    if (outage) return answerDatabaseUnavailable(ctx);
     ctx.status = 500;
     ctx.body = { error: "server_error", error_description: "the token could not be recorded; try again" };
   }

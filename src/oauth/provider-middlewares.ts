@@ -2,6 +2,7 @@
 // looks at its answer, so a later one changes the answer before an earlier one sees it.
 import type Provider from "oidc-provider";
 import type { KoaContextWithOIDC } from "oidc-provider";
+import { answerDatabaseOutages } from "./database-outage.ts";
 import { correctDiscovery } from "./discovery.ts";
 import { servePublishedKeys } from "./jwks-route.ts";
 import { answerJwtAccessTokens } from "./jwt-endpoints.ts";
@@ -11,6 +12,7 @@ import { answerTokenRequests } from "./token-endpoint.ts";
 export type ProviderMiddleware = (ctx: KoaContextWithOIDC, next: () => Promise<void>) => Promise<void>;
 
 type Deps = Parameters<typeof auditProviderEndpoints>[0] &
+  Parameters<typeof answerDatabaseOutages>[0] &
   Parameters<typeof answerJwtAccessTokens>[0] &
   Parameters<typeof servePublishedKeys>[0];
 
@@ -19,6 +21,8 @@ export const PROVIDER_MIDDLEWARES = [
   auditProviderEndpoints,
   // Pragma: no-cache on token responses; unauthorized_client for a grant the client may not use.
   answerTokenRequests,
+  // A database outage answered 503 temporarily_unavailable, not 500 (the JWT endpoints' too).
+  answerDatabaseOutages,
   // JWTs at introspection and revocation, which oidc-provider refuses.
   answerJwtAccessTokens,
   // /jwks as the database has it.

@@ -28,3 +28,11 @@ export const badForm = () =>
 
 export const alreadyAnswered = () =>
   new PageError(409, "Already answered", "This request has already been answered.");
+
+/** The database could not be reached: this could not be completed, and trying again shortly may work. */
+export const unavailable = () =>
+  new PageError(
+    503,
+    "Temporarily unavailable",
+    "Deputy cannot reach its database right now, so this could not be completed. Please try again in a moment.",
+  );

@@ -9,6 +9,7 @@ import type { Config } from "../config.ts";
 import type { DelegationStore } from "../delegation/delegations.ts";
 import type { Person, PrismaClient } from "../generated/prisma/client.ts";
 import { ApiError } from "../http/api-error.ts";
+import { databaseOutage, RETRY_AFTER_SECONDS } from "../http/unavailable.ts";
 import type { Logger } from "../logger.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
 import type { AgentService } from "../registry/agents.ts";
@@ -18,7 +19,7 @@ import { clearCookie, LOGIN_NONCE_COOKIE, readCookie, SESSION_COOKIE, setCookie 
 import { anonymousSecret, csrfToken, csrfValid } from "./csrf.ts";
 import type { RevokeDelegation } from "./end-delegation.ts";
 import type { CookieKeys } from "./keys.ts";
-import { alreadyAnswered, badForm, expiredRequest, PageError } from "./page-error.ts";
+import { alreadyAnswered, badForm, expiredRequest, PageError, unavailable } from "./page-error.ts";
 import type { Pages } from "./pages.ts";
 import type { UiSession, UiSessionStore } from "./ui-sessions.ts";
 
@@ -242,16 +243,25 @@ export function pageErrors(deps: WebDeps) {
       await next();
     } catch (error) {
       const page = asPageError(error);
-      if (!page) {
+      const outage = page ? undefined : databaseOutage(error);
+      if (outage) {
+        deps.log.warn(
+          { error: outage, requestId: ctx.state.requestId },
+          "page request failed: the database is unavailable",
+        );
+        ctx.set("Retry-After", RETRY_AFTER_SECONDS);
+      } else if (!page) {
         deps.log.error({ err: error, requestId: ctx.state.requestId }, "page request failed");
       }
       const shown =
         page ??
-        new PageError(
-          500,
-          "Something went wrong",
-          "Deputy could not complete this. Please try again shortly.",
-        );
+        (outage
+          ? unavailable()
+          : new PageError(
+              500,
+              "Something went wrong",
+              "Deputy could not complete this. Please try again shortly.",
+            ));
       deps.pages.render(
         ctx,
         "error.njk",
