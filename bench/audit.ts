@@ -98,8 +98,7 @@ async function seed(env: Record<string, string>): Promise<Fixture> {
       agentClientId: agent.client_id,
       taskId: "bench",
       taskDescription: "Benchmark auditing",
-      scopes: ["ledger.read"],
-      resources: [RESOURCE_URI],
+      grants: [{ resource: RESOURCE_URI, scopes: ["ledger.read"] }],
       endsAt: new Date(Date.now() + 2 * 3600_000),
     });
     const subject = await issueSubjectToken({ provider: deputy.provider, audit: deputy.audit }, context, {

@@ -192,8 +192,7 @@ export async function seed(env: Record<string, string>): Promise<Fixture> {
         agentClientId: agent.client_id,
         taskId: "bench-task",
         taskDescription: "Benchmark the token exchange",
-        scopes: DELEGATED_SCOPES,
-        resources: [RESOURCE_URI],
+        grants: [{ resource: RESOURCE_URI, scopes: DELEGATED_SCOPES }],
         endsAt: new Date(Date.now() + 2 * 3600_000),
       },
     );

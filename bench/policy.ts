@@ -128,8 +128,7 @@ async function seed(env: Record<string, string>): Promise<Fixture> {
         agentClientId: agent.client_id,
         taskId: "policy-bench",
         taskDescription: "Benchmark policy decisions",
-        scopes: ["calendar.read", "calendar.write"],
-        resources: [RESOURCE],
+        grants: [{ resource: RESOURCE, scopes: ["calendar.read", "calendar.write"] }],
         endsAt: new Date(Date.now() + 2 * 3600_000),
       },
     );

@@ -198,8 +198,7 @@ async function newTask(world: World) {
       agentClientId: planner.client_id,
       taskId: `bench-${randomBytes(6).toString("hex")}`,
       taskDescription: "Benchmark a revocation",
-      scopes: ["mail.read"],
-      resources: [RESOURCE],
+      grants: [{ resource: RESOURCE, scopes: ["mail.read"] }],
       endsAt: new Date(Date.now() + 3_600_000),
     },
   );

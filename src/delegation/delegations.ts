@@ -1,4 +1,4 @@
-// Delegations: a person's approval for one agent, bounded by task, scopes, resources, time and depth.
+// Delegations: a person's approval for one agent, bounded by task, scopes per resource server, time and depth.
 // Their state is read on every exchange, so it is cached in-process and dropped (on every process) on change.
 
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
@@ -7,6 +7,15 @@ import { isUuid } from "../db/ids.ts";
 import type { Delegation, PrismaClient } from "../generated/prisma/client.ts";
 import { invalidRequest } from "../http/api-error.ts";
 import type { InvalidationBus } from "../redis/invalidation-bus.ts";
+import {
+  groupByResource,
+  pairsOutside,
+  type ResourceGrant,
+  resourcesOf,
+  type ScopePair,
+  scopeNames,
+  toPairs,
+} from "./resource-grants.ts";
 
 /** What an exchange needs to know about a delegation, in one cached object. */
 export interface DelegationState {
@@ -18,19 +27,22 @@ export interface DelegationState {
   agentClientId: string;
   taskId: string | null;
   taskDescription: string | null;
-  scopes: string[];
-  resources: string[];
+  /** What the person approved, per resource server: an exchange for a resource gets at most its scopes. */
+  grants: ResourceGrant[];
   endsAt: Date;
   maxDepth: number;
 }
+
+/** A delegation row with what it grants. */
+export type DelegationRecord = Delegation & { grants: ResourceGrant[] };
 
 export interface NewDelegation {
   personId: string;
   agentClientId: string;
   taskId?: string;
   taskDescription?: string;
-  scopes: string[];
-  resources: string[];
+  /** The scopes approved on each resource server. */
+  grants: ResourceGrant[];
   endsAt: Date;
   maxDepth?: number;
   grantId?: string;
@@ -44,10 +56,9 @@ export interface AgentBounds {
   maxDepth: number;
 }
 
-/** What a delegation holds that bounds it. */
+/** What a delegation holds that bounds it: the scopes approved on each resource server, and its max_depth. */
 export interface DelegationBounds {
-  resources: string[];
-  scopes: string[];
+  grants: ResourceGrant[];
   maxDepth: number;
 }
 
@@ -62,23 +73,25 @@ export function agentBounds(agent: {
   };
 }
 
+/** Whether the agent may be delegated `scope` on `resource`. */
+export function mayHold(agent: AgentBounds, { resource, scope }: ScopePair): boolean {
+  return Object.hasOwn(agent.grants, resource) && (agent.grants[resource] ?? []).includes(scope);
+}
+
 /**
- * The part of a delegation an agent may hold: the resources it is granted, the scopes it is granted on those,
- * and no more depth than its max_depth. Creating a delegation refuses anything beyond; narrowing an agent cuts
- * its live delegations down to it.
+ * The part of a delegation an agent may hold: the (resource, scope) pairs it is granted, and no more depth than
+ * its max_depth. Creating a delegation refuses anything beyond; narrowing an agent cuts its live delegations
+ * down to it.
  */
 export function withinAgent(delegation: DelegationBounds, agent: AgentBounds): DelegationBounds {
-  const resources = delegation.resources.filter((uri) => Object.hasOwn(agent.grants, uri));
-  const allowed = new Set(resources.flatMap((uri) => agent.grants[uri] ?? []));
   return {
-    resources,
-    scopes: delegation.scopes.filter((scope) => allowed.has(scope)),
+    grants: groupByResource(toPairs(delegation.grants).filter((pair) => mayHold(agent, pair))),
     maxDepth: Math.min(delegation.maxDepth, agent.maxDepth),
   };
 }
 
 /** Called after a delegation is committed (e.g. to schedule the job that ends it at its end time). */
-export type DelegationCreatedListener = (delegation: Delegation) => Promise<void>;
+export type DelegationCreatedListener = (delegation: DelegationRecord) => Promise<void>;
 
 export class DelegationStore {
   readonly #prisma: PrismaClient;
@@ -97,10 +110,10 @@ export class DelegationStore {
   }
 
   /**
-   * Records a person's approval. The agent must be active and allowed the scopes on the resources; the
-   * delegation's depth is capped by the agent's and the server's maximum.
+   * Records a person's approval. The agent must be active and registered for every scope on its resource
+   * server; the delegation's depth is capped by the agent's and the server's maximum.
    */
-  async create(context: AuditContext, input: NewDelegation): Promise<Delegation> {
+  async create(context: AuditContext, input: NewDelegation): Promise<DelegationRecord> {
     const agent = await this.#prisma.agent.findUnique({
       where: { clientId: input.agentClientId },
       include: { scopeGrants: { include: { resourceServer: true } } },
@@ -109,16 +122,18 @@ export class DelegationStore {
     const person = await this.#prisma.person.findUnique({ where: { id: input.personId } });
     if (person?.status !== "active") throw invalidRequest("the person is not active");
     if (input.endsAt.getTime() <= Date.now()) throw invalidRequest("the delegation would end in the past");
-    const within = withinAgent(
-      { resources: input.resources, scopes: input.scopes, maxDepth: input.maxDepth ?? agent.maxDepth },
-      agentBounds(agent),
-    );
-    const unknownResources = input.resources.filter((uri) => !within.resources.includes(uri));
+    const grants = groupByResource(toPairs(input.grants));
+    const bounds = agentBounds(agent);
+    const within = withinAgent({ grants, maxDepth: input.maxDepth ?? agent.maxDepth }, bounds);
+    const unknownResources = resourcesOf(grants).filter((uri) => !Object.hasOwn(bounds.grants, uri));
     if (unknownResources.length)
       throw invalidRequest(`the agent may not be delegated ${unknownResources.join(", ")}`);
-    const excess = input.scopes.filter((scope) => !within.scopes.includes(scope));
-    if (excess.length) throw invalidRequest(`the agent may not be delegated the scopes ${excess.join(", ")}`);
-    if (input.scopes.length === 0) throw invalidRequest("a delegation needs at least one scope");
+    const excess = pairsOutside(grants, within.grants);
+    if (excess.length)
+      throw invalidRequest(
+        `the agent may not be delegated ${excess.map(({ resource, scope }) => `${scope} on ${resource}`).join(", ")}`,
+      );
+    if (grants.length === 0) throw invalidRequest("a delegation needs at least one scope");
 
     const created = await this.#prisma.$transaction(async (tx) => {
       const delegation = await tx.delegation.create({
@@ -129,8 +144,7 @@ export class DelegationStore {
           requestRef: input.requestRef,
           taskId: input.taskId,
           taskDescription: input.taskDescription,
-          scopes: [...new Set(input.scopes)],
-          resources: [...new Set(input.resources)],
+          scopes: { create: toPairs(grants) },
           endsAt: input.endsAt,
           maxDepth: Math.min(within.maxDepth, this.#maxDepth),
         },
@@ -143,16 +157,16 @@ export class DelegationStore {
           target: delegation.id,
           delegatedBy: person.email,
           agentChain: [agent.clientId],
-          resource: delegation.resources.join(" "),
-          scopesGranted: delegation.scopes,
+          resource: resourcesOf(grants).join(" "),
+          scopesGranted: scopeNames(grants),
           delegationId: delegation.id,
           taskId: delegation.taskId ?? undefined,
           taskDescription: delegation.taskDescription ?? undefined,
-          details: { ends_at: delegation.endsAt.toISOString() },
+          details: { ends_at: delegation.endsAt.toISOString(), grants },
         },
         tx,
       );
-      return delegation;
+      return { ...delegation, grants };
     });
     for (const listener of this.#createdListeners) await listener(created);
     return created;
@@ -172,7 +186,7 @@ export class DelegationStore {
   async #load(id: string): Promise<DelegationState | undefined> {
     const row = await this.#prisma.delegation.findUnique({
       where: { id },
-      include: { person: true, agent: true },
+      include: { person: true, agent: true, scopes: true },
     });
     const state: DelegationState | undefined = row
       ? {
@@ -184,8 +198,7 @@ export class DelegationStore {
           agentClientId: row.agent.clientId,
           taskId: row.taskId,
           taskDescription: row.taskDescription,
-          scopes: row.scopes,
-          resources: row.resources,
+          grants: groupByResource(row.scopes),
           endsAt: row.endsAt,
           maxDepth: row.maxDepth,
         }

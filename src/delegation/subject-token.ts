@@ -4,15 +4,15 @@
 // mints one directly, for the service layer. Both build the same claims and record the same lineage and event.
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import type { Delegation } from "../generated/prisma/client.ts";
+import { type ResourceGrant, resourcesOf } from "./resource-grants.ts";
 import { actClaim, type DelegatedTokenClaims, mayAct } from "./token-claims.ts";
 import { tokenRef } from "./token-ref.ts";
 
 export const SUBJECT_TOKEN_GTY = "delegation";
 
-type DelegationFacts = Pick<
-  Delegation,
-  "id" | "taskId" | "taskDescription" | "endsAt" | "maxDepth" | "resources" | "scopes"
->;
+type DelegationFacts = Pick<Delegation, "id" | "taskId" | "taskDescription" | "endsAt" | "maxDepth"> & {
+  grants: ResourceGrant[];
+};
 
 /** The claims of a delegation's subject token, held by the agent the person delegated to. */
 export function rootTokenClaims(
@@ -29,6 +29,7 @@ export function rootTokenClaims(
       ends_at: Math.floor(delegation.endsAt.getTime() / 1000),
       depth: 1,
       max_depth: delegation.maxDepth,
+      grants: delegation.grants,
     },
     ...mayAct(delegates),
   };
@@ -58,7 +59,7 @@ export async function recordSubjectToken(
       delegatedBy: issued.personEmail,
       agentChain: [clientId],
       scopesGranted: issued.scopes,
-      resource: delegation.resources.join(" "),
+      resource: resourcesOf(delegation.grants).join(" "),
       delegationId: delegation.id,
       taskId: delegation.taskId ?? undefined,
       taskDescription: delegation.taskDescription ?? undefined,

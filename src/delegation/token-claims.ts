@@ -1,4 +1,6 @@
 // The claims that bind a Deputy token to a person, an agent chain and a delegation (RFC 8693 §4.1, §4.4).
+import type { ResourceGrant } from "./resource-grants.ts";
+
 export interface ActClaim {
   sub: string;
   act?: ActClaim;
@@ -14,6 +16,11 @@ export interface DelegationClaim {
   depth: number;
   /** The longest chain any token derived from this one may have. */
   max_depth: number;
+  /**
+   * On a subject token only: what the person granted, per resource server (its `scope` lists the names alone).
+   * An exchanged token is for one resource server, which its `aud` and `scope` name.
+   */
+  grants?: ResourceGrant[];
 }
 
 /** Claims Deputy adds to delegated tokens (stored as oidc-provider's `extra`, spread into JWTs and introspection). */

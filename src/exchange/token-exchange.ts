@@ -1,5 +1,6 @@
 // RFC 8693 token exchange for delegation: the steps run in this order, each typed by what it needs, and the
 // issuance tail finishes; any step may refuse, and every refusal is an audit event with the reason given.
+import { scopesOn } from "../delegation/resource-grants.ts";
 import { TOKEN_EXCHANGE_GRANT } from "../http/oauth-constants.ts";
 import { extend, type TokenResponse } from "../issuance/issuance-state.ts";
 import { issueToken } from "../issuance/issue-token.ts";
@@ -49,7 +50,7 @@ export async function exchangeToken(deps: ExchangeDeps, call: ExchangeCall): Pro
       scopes: narrowScope({
         caller: call.caller,
         subjectScopes: targeted.subject.scopes,
-        delegationScopes: targeted.delegation.scopes,
+        delegationScopes: scopesOn(targeted.delegation.grants, targeted.resource.uri),
         resource: targeted.resource,
         requested: request.scopes,
       }),

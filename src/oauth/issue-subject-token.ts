@@ -2,8 +2,9 @@
 // benchmarks set up delegations this way): the same claims, lineage and event as a person's approval gives.
 import type Provider from "oidc-provider";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
+import type { DelegationRecord } from "../delegation/delegations.ts";
+import { scopeNames } from "../delegation/resource-grants.ts";
 import { recordSubjectToken, rootTokenClaims, SUBJECT_TOKEN_GTY } from "../delegation/subject-token.ts";
-import type { Delegation } from "../generated/prisma/client.ts";
 
 export interface IssuedSubjectToken {
   access_token: string;
@@ -15,7 +16,7 @@ export interface IssuedSubjectToken {
 export async function issueSubjectToken(
   deps: { provider: Provider; audit: AuditLog },
   context: AuditContext,
-  delegation: Delegation & { agentClientId: string; personEmail: string },
+  delegation: DelegationRecord & { agentClientId: string; personEmail: string },
 ): Promise<IssuedSubjectToken> {
   const { provider, audit } = deps;
   const client = await provider.Client.find(delegation.agentClientId);
@@ -25,12 +26,13 @@ export async function issueSubjectToken(
 
   const grant = new provider.Grant({ accountId: delegation.personId, clientId: client.clientId });
   const grantId = await grant.save();
+  const scopes = scopeNames(delegation.grants);
   const token = new provider.AccessToken({
     accountId: delegation.personId,
     client,
     grantId,
     gty: SUBJECT_TOKEN_GTY,
-    scope: delegation.scopes.join(" "),
+    scope: scopes.join(" "),
     expiresIn,
     extra: rootTokenClaims(delegation, client.clientId, client.deputy_may_delegate_to),
   });
@@ -43,7 +45,7 @@ export async function issueSubjectToken(
       clientId: client.clientId,
       jti: token.jti,
       grantId,
-      scopes: delegation.scopes,
+      scopes,
       expiresIn,
     });
   } catch (error) {
@@ -54,6 +56,6 @@ export async function issueSubjectToken(
     access_token: value,
     token_type: "Bearer",
     expires_in: expiresIn,
-    scope: delegation.scopes.join(" "),
+    scope: scopes.join(" "),
   };
 }

@@ -6,6 +6,7 @@ import type { KoaContextWithOIDC, ResourceServer } from "oidc-provider";
 import { errors } from "oidc-provider";
 import type { AuditLog } from "../audit/audit-log.ts";
 import { DelegationStore } from "../delegation/delegations.ts";
+import { groupByResource, scopeNames } from "../delegation/resource-grants.ts";
 import { recordSubjectToken, rootTokenClaims } from "../delegation/subject-token.ts";
 import type { DelegatedTokenClaims } from "../delegation/token-claims.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
@@ -63,16 +64,18 @@ export async function subjectTokenClaims(
   token: MintedToken,
 ): Promise<DelegatedTokenClaims | undefined> {
   if (token.kind !== "AccessToken" || !token.grantId || !token.clientId) return undefined;
-  const delegation = await deps.prisma.delegation.findUnique({
+  const row = await deps.prisma.delegation.findUnique({
     where: { grantId: token.grantId },
-    include: { agent: true, person: true },
+    include: { agent: true, person: true, scopes: true },
   });
-  if (!delegation) return undefined;
-  if (delegation.agent.clientId !== token.clientId) throw new errors.InvalidGrant("client mismatch");
+  if (!row) return undefined;
+  if (row.agent.clientId !== token.clientId) throw new errors.InvalidGrant("client mismatch");
+  const delegation = { ...row, grants: groupByResource(row.scopes) };
   const clientId = token.clientId;
+  const granted = scopeNames(delegation.grants);
   const scopes = String(token.scope ?? "")
     .split(" ")
-    .filter((scope) => scope && delegation.scopes.includes(scope));
+    .filter((scope) => scope && granted.includes(scope));
   await recordSubjectToken(
     deps.audit,
     { actor: clientId, requestId: ctx?.response.get("x-request-id") || undefined, clientAddress: ctx?.ip },

@@ -9,34 +9,42 @@ import { errors, type Grant } from "oidc-provider";
 import type { AuditContext, AuditLog } from "../audit/audit-log.ts";
 import { isUniqueViolation } from "../db/prisma-errors.ts";
 import { type ApprovedTaskDetail, approvedTaskDetail } from "../delegation/agent-task.ts";
-import type { Delegation } from "../generated/prisma/client.ts";
+import type { DelegationRecord } from "../delegation/delegations.ts";
+import {
+  groupByResource,
+  type ResourceGrant,
+  resourcesOf,
+  type ScopePair,
+  samePair,
+  scopeNames,
+  toPairs,
+} from "../delegation/resource-grants.ts";
 import { askedEnd, type DelegationRequest, type RequestingAgent } from "./delegation-request.ts";
 import { alreadyAnswered, PageError } from "./page-error.ts";
+import { readChoices } from "./scope-choice.ts";
 import type { WebDeps } from "./web.ts";
 
 export interface Decision {
   approve: boolean;
-  /** The scopes left ticked. */
-  scopes: string[];
+  /** The (resource, scope) pairs left ticked. */
+  choices: ScopePair[];
   /** "asked", or a shorter length in seconds counted from approval. */
   duration: "asked" | number;
 }
-
-const MAX_FIELD = 200;
 
 /** Reads the consent form; anything malformed is a clear 400, never a guess. */
 export function readDecision(form: URLSearchParams): Decision {
   const decision = form.get("decision");
   if (decision !== "approve" && decision !== "deny")
     throw new PageError(400, "No answer", "Choose Approve or Deny.");
-  const scopes = form.getAll("scope").filter((scope) => scope.length <= MAX_FIELD);
+  const choices = readChoices(form.getAll("scope"));
   const duration = form.get("duration");
   if (duration === null || duration === "asked")
-    return { approve: decision === "approve", scopes, duration: "asked" };
+    return { approve: decision === "approve", choices, duration: "asked" };
   const seconds = Number(duration);
   if (!/^\d{1,8}$/.test(duration) || seconds < 60 || seconds > 30 * 86400)
     throw new PageError(400, "Unclear length", "Pick how long the delegation lasts from the list.");
-  return { approve: decision === "approve", scopes, duration: seconds };
+  return { approve: decision === "approve", choices, duration: seconds };
 }
 
 /** What an approval uses of the pages' services (the revocation service ends an unfinished one's delegation). */
@@ -45,7 +53,6 @@ export type ApprovalDeps = Pick<WebDeps, "provider" | "delegations" | "config" |
 /** A person's approval of one request. */
 export interface Answer {
   personId: string;
-  agent: RequestingAgent;
   request: DelegationRequest;
   decision: Decision;
   /** The request answered ("interaction:<uid>", "ciba:<auth_req_id>"): it makes at most one delegation. */
@@ -54,7 +61,7 @@ export interface Answer {
 
 export interface Approval {
   grant: Grant;
-  delegation: Delegation;
+  delegation: DelegationRecord;
   /** The task as approved (its end possibly brought forward), for the token's authorization_details. */
   rar?: ApprovedTaskDetail[];
 }
@@ -101,39 +108,41 @@ function notCompleted(error: unknown): PageError {
 async function createApproval(
   deps: ApprovalDeps,
   context: AuditContext,
-  { personId, agent, request, decision, requestRef }: Answer,
+  { personId, request, decision, requestRef }: Answer,
 ): Promise<Approval> {
   const now = Date.now();
-  if (decision.scopes.some((scope) => !request.scopes.includes(scope)))
-    throw new PageError(400, "Scope not asked for", "Only scopes the agent asked for can be approved.");
-  const scopes = request.scopes.filter((scope) => decision.scopes.includes(scope));
-  if (!scopes.length)
+  const asked = toPairs(request.grants);
+  // The browser's answer is trusted no further than the request: a pair the agent did not ask for is refused.
+  if (decision.choices.some((choice) => !asked.some((pair) => samePair(pair, choice))))
+    throw new PageError(
+      400,
+      "Permission not asked for",
+      "Only permissions the agent asked for, on the resource servers shown, can be approved.",
+    );
+  const grants = groupByResource(decision.choices);
+  if (!grants.length)
     throw new PageError(
       400,
       "Nothing ticked",
       "Tick at least one permission to approve, or deny the request.",
     );
-  const asked = askedEnd(request, deps.config.untaskedDelegationSeconds, now);
-  if (asked.getTime() <= now)
+  const end = askedEnd(request, deps.config.untaskedDelegationSeconds, now);
+  if (end.getTime() <= now)
     throw new PageError(
       409,
       "Task already ended",
       "The task's end time has passed; the agent must ask again.",
     );
   const endsAt =
-    decision.duration === "asked"
-      ? asked
-      : new Date(Math.min(asked.getTime(), now + decision.duration * 1000));
-  // Only the resource servers on which some approved scope is allowed stay in the delegation.
-  const resources = request.resources.filter((uri) =>
-    agent.scopeGrants.some(
-      (grant) => grant.resourceServer.uri === uri && grant.scopes.some((scope) => scopes.includes(scope)),
-    ),
-  );
+    decision.duration === "asked" ? end : new Date(Math.min(end.getTime(), now + decision.duration * 1000));
   const rar = request.task ? [approvedTaskDetail(request.task, endsAt)] : undefined;
 
   const grant = new deps.provider.Grant({ accountId: personId, clientId: request.clientId });
   if (request.openid) grant.addOIDCScope("openid");
+  // The grant is oidc-provider's record for the subject token, which is for Deputy under whichever indicator
+  // it is minted: each gets every approved scope name. What a resource server's token may carry is the
+  // delegation's (resource, scope) pairs, enforced at exchange.
+  const scopes = scopeNames(grants);
   const rejected = request.scopes.filter((scope) => !scopes.includes(scope));
   // Every asked scope is recorded as granted or rejected under each indicator, so the provider does not ask again.
   for (const indicator of request.indicators) {
@@ -148,8 +157,7 @@ async function createApproval(
       agentClientId: request.clientId,
       taskId: request.task?.id,
       taskDescription: request.task?.description,
-      scopes,
-      resources,
+      grants,
       endsAt,
       grantId,
       requestRef,
@@ -164,14 +172,14 @@ async function createApproval(
 /** The high-risk scopes an approval granted, per resource server (what a policy step-up is about). */
 export function highRiskGranted(
   agent: RequestingAgent,
-  delegation: Delegation,
-): { resource: string; scopes: string[] }[] {
-  return delegation.resources.flatMap((uri) => {
-    const grant = agent.scopeGrants.find((g) => g.resourceServer.uri === uri);
+  delegation: { grants: ResourceGrant[] },
+): ResourceGrant[] {
+  return delegation.grants.flatMap(({ resource, scopes: granted }) => {
+    const grant = agent.scopeGrants.find((g) => g.resourceServer.uri === resource);
     const scopes = (grant?.resourceServer.scopes ?? [])
-      .filter((scope) => scope.risk === "high" && delegation.scopes.includes(scope.name))
+      .filter((scope) => scope.risk === "high" && granted.includes(scope.name))
       .map((scope) => scope.name);
-    return scopes.length ? [{ resource: uri, scopes }] : [];
+    return scopes.length ? [{ resource, scopes }] : [];
   });
 }
 
@@ -189,7 +197,7 @@ export async function recordDenial(
     reason: "the person declined",
     delegatedBy: personEmail,
     agentChain: [request.clientId],
-    resource: request.resources.join(" "),
+    resource: resourcesOf(request.grants).join(" "),
     scopesAsked: request.scopes,
     taskId: request.task?.id,
     taskDescription: request.task?.description,

@@ -1,8 +1,9 @@
 // What an agent asked a person for, read from the stored request (authorization request or CIBA request):
-// the agent, the scopes, the resource servers and the task. The same reading serves the consent page, the
+// the agent, the scopes on each resource server, and the task. The same reading serves the consent page, the
 // approvals page and the approval itself, so what the person sees is what gets approved.
 
 import { type AgentTask, taskFromParams } from "../delegation/agent-task.ts";
+import type { ResourceGrant } from "../delegation/resource-grants.ts";
 import type {
   Agent,
   Person,
@@ -14,13 +15,16 @@ import { PageError } from "./page-error.ts";
 
 export interface DelegationRequest {
   clientId: string;
-  /** Delegable scopes asked for (OpenID scopes apart). */
+  /** Delegable scope names asked for (OpenID scopes apart). */
   scopes: string[];
   openid: boolean;
   /** The resource indicators of the request: the grant records the person's answer under each. */
   indicators: string[];
-  /** The resource servers the delegation would cover. */
-  resources: string[];
+  /**
+   * What the delegation would grant if approved as asked: each asked scope on each resource server of the
+   * request that defines it and for which the agent is registered with it. The person approves a part of it.
+   */
+  grants: ResourceGrant[];
   task?: AgentTask;
 }
 
@@ -58,15 +62,16 @@ export async function loadDelegationRequest(
     .split(" ")
     .filter(Boolean);
   const scopes = [...new Set(asked.filter((scope) => !OIDC_SCOPES.has(scope)))];
-  const indicators = list(params.resource);
-  const registered = new Map(agent.scopeGrants.map((grant) => [grant.resourceServer.uri, grant.scopes]));
+  const indicators = [...new Set(list(params.resource))];
+  const registered = new Map(agent.scopeGrants.map((grant) => [grant.resourceServer.uri, grant]));
   const named = indicators.filter((uri) => uri !== issuer && registered.has(uri));
   // Only Deputy itself named: the delegation covers the agent's resource servers that define an asked scope.
-  const resources = named.length
-    ? named
-    : [...registered]
-        .filter(([, allowed]) => allowed.some((scope) => scopes.includes(scope)))
-        .map(([uri]) => uri);
+  const grants = (named.length ? named : [...registered.keys()]).flatMap((uri) => {
+    const grant = registered.get(uri);
+    const defined = new Set(grant?.resourceServer.scopes.map((scope) => scope.name));
+    const offered = scopes.filter((scope) => defined.has(scope) && grant?.scopes.includes(scope));
+    return offered.length ? [{ resource: uri, scopes: offered }] : [];
+  });
   return {
     agent,
     request: {
@@ -74,7 +79,7 @@ export async function loadDelegationRequest(
       scopes,
       openid: asked.includes("openid"),
       indicators,
-      resources,
+      grants,
       task: taskFromParams(params.authorization_details),
     },
   };

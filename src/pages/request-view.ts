@@ -1,9 +1,10 @@
 // What the consent and approvals pages show about a request: who asks (agent, owner, purpose, registration),
-// for what (resource servers, scopes with their risk), for which task (the agent's own words, marked as its
-// claim), until when, and to whom it could pass a narrower part on.
+// for what (each resource server with its scopes and their risk: one choice per pair), for which task (the
+// agent's own words, marked as its claim), until when, and to whom it could pass a narrower part on.
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { askedEnd, type DelegationRequest, type RequestingAgent } from "./delegation-request.ts";
 import { formatDuration, formatTime } from "./format.ts";
+import { choiceValue } from "./scope-choice.ts";
 
 export interface RequestView {
   agent: {
@@ -19,7 +20,12 @@ export interface RequestView {
     reviewOverdue: boolean;
     blastRadius: string;
   };
-  resources: { name: string; uri: string; scopes: { name: string; description: string; high: boolean }[] }[];
+  resources: {
+    name: string;
+    uri: string;
+    /** `value`: the form's value for this scope on this resource. */
+    scopes: { name: string; description: string; high: boolean; value: string }[];
+  }[];
   highRisk: boolean;
   task: { id: string; description: string } | null;
   untaskedLimit: string;
@@ -41,14 +47,19 @@ export async function requestView(
 ): Promise<RequestView> {
   const end = askedEnd(request, settings.untaskedSeconds, now);
   const seconds = Math.max(0, Math.floor((end.getTime() - now) / 1000));
-  const resources = request.resources.flatMap((uri) => {
-    const grant = agent.scopeGrants.find((g) => g.resourceServer.uri === uri);
-    if (!grant) return [];
-    const scopes = grant.resourceServer.scopes
-      .filter((scope) => request.scopes.includes(scope.name) && grant.scopes.includes(scope.name))
+  const resources = request.grants.flatMap(({ resource: uri, scopes: asked }) => {
+    const server = agent.scopeGrants.find((g) => g.resourceServer.uri === uri)?.resourceServer;
+    if (!server) return [];
+    const scopes = server.scopes
+      .filter((scope) => asked.includes(scope.name))
       .sort((a, b) => a.name.localeCompare(b.name))
-      .map((scope) => ({ name: scope.name, description: scope.description, high: scope.risk === "high" }));
-    return scopes.length ? [{ name: grant.resourceServer.name, uri, scopes }] : [];
+      .map((scope) => ({
+        name: scope.name,
+        description: scope.description,
+        high: scope.risk === "high",
+        value: choiceValue({ resource: uri, scope: scope.name }),
+      }));
+    return [{ name: server.name, uri, scopes }];
   });
   const delegates = agent.mayDelegateTo.length
     ? await prisma.agent.findMany({

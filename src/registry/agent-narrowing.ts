@@ -1,12 +1,12 @@
 // What narrowing an agent in the registry does to what is live, inside the update's transaction. An agent is
 // narrowed when its max_depth is lowered, or scopes or resources leave its grants, or agents leave its
 // may_delegate_to. Then, at once:
-//  - its active delegations are cut down to what it may now be delegated (`withinAgent`: resources, scopes,
-//    depth), each with a `delegation.narrow` event; one left with no resource or no scope is revoked;
+//  - its active delegations are cut down to what it may now be delegated (`withinAgent`: the (resource, scope)
+//    pairs it is still granted, depth), each with a `delegation.narrow` event; one left with no pair is revoked;
 //  - every live token beyond the new bounds is revoked with everything exchanged from it: tokens where the agent
 //    stands deeper in the chain than its max_depth now allows; tokens it holds with a resource or scope it is no
-//    longer granted; tokens of a narrowed delegation that carry what the delegation lost; tokens an agent it no
-//    longer delegates to got from it;
+//    longer granted; tokens of a narrowed delegation that carry a scope it no longer grants on their resource;
+//    tokens an agent it no longer delegates to got from it;
 //  - later exchanges are held to the new bounds by the exchange itself, which reads the agent's registry entry
 //    and the delegation's state (both cached, and dropped on every process by the `client` invalidation the
 //    update publishes).
@@ -18,6 +18,13 @@ import {
   type DelegationBounds,
   withinAgent,
 } from "../delegation/delegations.ts";
+import {
+  groupByResource,
+  pairsOutside,
+  resourcesOf,
+  scopeNames,
+  scopesOn,
+} from "../delegation/resource-grants.ts";
 import type { Prisma } from "../generated/prisma/client.ts";
 import type { AgentRow } from "./agents.ts";
 import type { PendingRevocation, Revoker } from "./revoker.ts";
@@ -67,29 +74,33 @@ export async function narrowLive(
 
   const delegations = await tx.delegation.findMany({
     where: { agentId: after.id, status: "active" },
-    include: { person: { select: { email: true } } },
+    include: {
+      person: { select: { email: true } },
+      scopes: { select: { resource: true, scope: true } },
+    },
   });
   const emptied: string[] = [];
   /** The agent's active delegations as they are now, narrowed or not. */
   const current = new Map<string, DelegationBounds>();
   let narrowed = 0;
   for (const delegation of delegations) {
-    const within = withinAgent(delegation, bounds);
-    if (!within.resources.length || !within.scopes.length) {
+    const held: DelegationBounds = {
+      grants: groupByResource(delegation.scopes),
+      maxDepth: delegation.maxDepth,
+    };
+    const within = withinAgent(held, bounds);
+    if (!within.grants.length) {
       emptied.push(delegation.id);
       continue;
     }
     current.set(delegation.id, within);
-    if (
-      within.maxDepth === delegation.maxDepth &&
-      within.scopes.length === delegation.scopes.length &&
-      within.resources.length === delegation.resources.length
-    )
-      continue;
+    const lost = pairsOutside(held.grants, within.grants);
+    if (within.maxDepth === held.maxDepth && !lost.length) continue;
     narrowed++;
     await tx.delegation.update({
       where: { id: delegation.id },
-      data: { resources: within.resources, scopes: within.scopes, maxDepth: within.maxDepth },
+      // The pairs it may no longer be delegated leave it; the others stay as they were.
+      data: { maxDepth: within.maxDepth, ...(lost.length ? { scopes: { deleteMany: lost } } : {}) },
     });
     await deps.audit.record(
       context,
@@ -102,14 +113,10 @@ export async function narrowLive(
         agentChain: [after.clientId],
         taskId: delegation.taskId ?? undefined,
         taskDescription: delegation.taskDescription ?? undefined,
-        resource: within.resources.join(" "),
-        scopesGranted: within.scopes,
-        before: {
-          resources: delegation.resources,
-          scopes: delegation.scopes,
-          max_depth: delegation.maxDepth,
-        },
-        after: { resources: within.resources, scopes: within.scopes, max_depth: within.maxDepth },
+        resource: resourcesOf(within.grants).join(" "),
+        scopesGranted: scopeNames(within.grants),
+        before: { grants: held.grants, max_depth: held.maxDepth },
+        after: { grants: within.grants, max_depth: within.maxDepth },
       },
       tx,
     );
@@ -164,7 +171,7 @@ function isBeyond(
   // Whoever got the token from the agent must still be one of its delegates.
   const next = token.actorChain[index - 1];
   if (next !== undefined && !agent.delegates.includes(next)) return true;
-  // Subject tokens (no resource) are bounded at exchange by their delegation's current scopes and resources.
+  // Subject tokens (no resource) are bounded at exchange by their delegation's current pairs.
   if (token.resource === null) return false;
   const { resource, scopes } = token;
   if (token.clientId === clientId) {
@@ -172,9 +179,8 @@ function isBeyond(
     if (!granted || scopes.some((scope) => !granted.includes(scope))) return true;
   }
   if (!delegation) return false;
-  return (
-    !delegation.resources.includes(resource) || scopes.some((scope) => !delegation.scopes.includes(scope))
-  );
+  const delegated = scopesOn(delegation.grants, resource);
+  return scopes.some((scope) => !delegated.includes(scope));
 }
 
 /** Why the update narrows the agent, in words (the audit events' reason); undefined when it does not. */

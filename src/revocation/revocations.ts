@@ -17,6 +17,7 @@
 // Both parts are idempotent: running a revocation again changes nothing and audits nothing, but cleans Redis again.
 import { randomUUID } from "node:crypto";
 import type { AuditContext, AuditEventInput, AuditLog } from "../audit/audit-log.ts";
+import { groupByResource, resourcesOf } from "../delegation/resource-grants.ts";
 import type { Prisma, PrismaClient } from "../generated/prisma/client.ts";
 
 import type { Logger } from "../logger.ts";
@@ -388,7 +389,12 @@ async function reachedNow(
   const delegations = changed.length
     ? await tx.delegation.findMany({
         where: { id: { in: changed } },
-        select: { id: true, personId: true, resources: true, agent: { select: { clientId: true } } },
+        select: {
+          id: true,
+          personId: true,
+          scopes: { select: { resource: true, scope: true } },
+          agent: { select: { clientId: true } },
+        },
       })
     : [];
   const tokens = await tx.issuedToken.findMany({
@@ -400,7 +406,7 @@ async function reachedNow(
       id: row.id,
       personId: row.personId,
       agentClientId: row.agent.clientId,
-      resources: row.resources,
+      resources: resourcesOf(groupByResource(row.scopes)),
     })),
     tokens: tokens.map((row) => ({ ref: row.jti, delegationId: row.delegationId, resource: row.resource })),
   };
@@ -414,7 +420,7 @@ async function delegationFacts(tx: Tx, ids: string[]) {
     id: true,
     taskId: true,
     taskDescription: true,
-    resources: true,
+    scopes: { select: { resource: true, scope: true } },
     person: { select: { email: true } },
     agent: { select: { clientId: true } },
   } as const;
@@ -434,7 +440,7 @@ function aboutDelegation(delegation: DelegationFacts): Partial<AuditEventInput> 
     taskDescription: delegation.taskDescription ?? undefined,
     delegatedBy: delegation.person.email,
     agentChain: [delegation.agent.clientId],
-    resource: delegation.resources.join(" "),
+    resource: resourcesOf(groupByResource(delegation.scopes)).join(" "),
   };
 }
 

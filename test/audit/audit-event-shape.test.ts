@@ -55,8 +55,7 @@ describe.each(BACKENDS)("audit event shape on %s", (backend) => {
       personId: who.id,
       personEmail: who.email,
       agent: agent.client_id,
-      scopes: ["mail.read"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
       taskId,
     });
   const ask = (token: string, action: string) =>

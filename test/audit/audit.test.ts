@@ -73,8 +73,10 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
       personId: sarah.id,
       personEmail: sarah.email,
       agent: crm.client_id,
-      scopes: ["customers.read", "mail.read"],
-      resources: [customers.uri, mail.uri],
+      grants: [
+        { resource: customers.uri, scopes: ["customers.read"] },
+        { resource: mail.uri, scopes: ["mail.read"] },
+      ],
       taskId: `renewals-${backend}`,
     });
     sarahs = { id: forSarah.delegation.id, taskId: `renewals-${backend}` };
@@ -100,8 +102,7 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
       personId: bob.id,
       personEmail: bob.email,
       agent: crm.client_id,
-      scopes: ["customers.read"],
-      resources: [customers.uri],
+      grants: [{ resource: customers.uri, scopes: ["customers.read"] }],
       taskId: `bobs-task-${backend}`,
     });
     bobs = { id: forBob.delegation.id, taskId: `bobs-task-${backend}` };
@@ -183,8 +184,7 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
       personId: sarah.id,
       personEmail: sarah.email,
       agent: crm.client_id,
-      scopes: ["customers.read"],
-      resources: [customers.uri],
+      grants: [{ resource: customers.uri, scopes: ["customers.read"] }],
     });
     const long = `Because\u0000 \u0007I was asked.\n${"x".repeat(5000)}`;
     const done = await exchange(server, crm, { subject_token: delegation.subjectToken, reasoning: long });
@@ -208,8 +208,7 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
       personId: bob.id,
       personEmail: bob.email,
       agent: crm.client_id,
-      scopes: ["customers.read"],
-      resources: [customers.uri],
+      grants: [{ resource: customers.uri, scopes: ["customers.read"] }],
     });
     const token = (await exchange(server, crm, { subject_token: subjectToken })).body.access_token;
     // Not meant for mail, and not a token at all: both refused.
@@ -686,8 +685,7 @@ describe.each(BACKENDS)("audit trail on %s", (backend) => {
         personId: sarah.id,
         personEmail: sarah.email,
         agent: crm.client_id,
-        scopes: ["customers.read"],
-        resources: [customers.uri],
+        grants: [{ resource: customers.uri, scopes: ["customers.read"] }],
       });
       for (let i = 0; i < count; i++)
         expect((await exchange(server, crm, { subject_token: subjectToken })).status).toBe(200);
@@ -890,8 +888,7 @@ describe("audit trail shared by two servers on one PostgreSQL database", () => {
       const delegation = await one.delegations.create(context, {
         personId: person.id,
         agentClientId: agent.client_id,
-        scopes: ["two.read"],
-        resources: ["https://two.example.com"],
+        grants: [{ resource: "https://two.example.com", scopes: ["two.read"] }],
         endsAt: new Date(Date.now() + 3600_000),
       });
       const lineage = (name: string, i: number) =>
@@ -955,8 +952,7 @@ describe("auditing cannot be switched off by configuration", () => {
         personId: person.id,
         personEmail: person.email,
         agent: agent.client_id,
-        scopes: ["bench.read"],
-        resources: [resource.uri],
+        grants: [{ resource: resource.uri, scopes: ["bench.read"] }],
       });
       expect((await exchange(server, agent, { subject_token: subjectToken })).status).toBe(200);
       const { prisma } = server.deputy.db;

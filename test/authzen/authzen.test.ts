@@ -58,8 +58,10 @@ beforeAll(async () => {
     personId: person.id,
     personEmail: person.email,
     agent: agent.client_id,
-    scopes: ["mail.read", "mail.send", "reports.read"],
-    resources: [mail.uri, reports.uri],
+    grants: [
+      { resource: mail.uri, scopes: ["mail.read", "mail.send"] },
+      { resource: reports.uri, scopes: ["reports.read"] },
+    ],
   });
   opaque = (await exchange(server, agent, { subject_token: subjectToken, resource: mail.uri })).body
     .access_token;

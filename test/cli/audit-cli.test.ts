@@ -44,8 +44,10 @@ beforeAll(async () => {
     personId: sarah.id,
     personEmail: sarah.email,
     agent: agent.client_id,
-    scopes: ["customers.read", "mail.read"],
-    resources: [customers.uri, mail.uri],
+    grants: [
+      { resource: customers.uri, scopes: ["customers.read"] },
+      { resource: mail.uri, scopes: ["mail.read"] },
+    ],
     taskId: "q4-renewals",
   });
   delegationId = delegation.id;
@@ -59,8 +61,7 @@ beforeAll(async () => {
     personId: sarah.id,
     personEmail: sarah.email,
     agent: agent.client_id,
-    scopes: ["mail.read"],
-    resources: [mail.uri],
+    grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
     taskId: "inbox-cleanup",
   });
   otherDelegationId = other.delegation.id;

@@ -72,20 +72,20 @@ describe("malformed token-exchange requests", () => {
     ({ subjectToken: subjectA } = await delegate(server, {
       ...common,
       agent: agentA.client_id,
-      scopes: ["calendar.read"],
-      resources: [calendar.uri],
+      grants: [{ resource: calendar.uri, scopes: ["calendar.read"] }],
     }));
     const { subjectToken: subjectB } = await delegate(server, {
       ...common,
       agent: agentB.client_id,
-      scopes: ["calendar.read", "mail.read"],
-      resources: [calendar.uri, mail.uri],
+      grants: [
+        { resource: calendar.uri, scopes: ["calendar.read"] },
+        { resource: mail.uri, scopes: ["mail.read"] },
+      ],
     });
     await delegate(server, {
       ...common,
       agent: suspended.client_id,
-      scopes: ["calendar.read"],
-      resources: [calendar.uri],
+      grants: [{ resource: calendar.uri, scopes: ["calendar.read"] }],
     });
     const suspension = await server.admin("POST", `/agents/${suspended.client_id}/suspend`, {
       reason: "testing",

@@ -67,8 +67,11 @@ describe.each(BACKENDS)("token exchange on %s", (backend) => {
       personId: person.id,
       personEmail: person.email,
       agent: planner.client_id,
-      scopes: ["mail.read", "mail.send", "files.read", "reports.read"],
-      resources: [mail.uri, files.uri, reports.uri],
+      grants: [
+        { resource: mail.uri, scopes: ["mail.read", "mail.send"] },
+        { resource: files.uri, scopes: ["files.read"] },
+        { resource: reports.uri, scopes: ["reports.read"] },
+      ],
       ...extra,
     });
 
@@ -287,8 +290,7 @@ describe.each(BACKENDS)("token exchange on %s", (backend) => {
       personId: leaver.id,
       personEmail: leaver.email,
       agent: leaversAgent.client_id,
-      scopes: ["mail.read"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
     });
     const before = await exchange(server, leaversAgent, { subject_token: leaving.subjectToken });
     expect(before.status).toBe(200);

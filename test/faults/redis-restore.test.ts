@@ -199,8 +199,7 @@ describe.each(BACKENDS)("Redis restarted or restored mid-workload, on %s", (back
       personId: person.id,
       personEmail: person.email,
       agent: planner.client_id,
-      scopes: ["mail.read"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
     });
   async function exchanged(agent: Agent, subjectToken: string): Promise<string> {
     const response = await exchange(server, agent, { subject_token: subjectToken });

@@ -38,6 +38,11 @@ export async function createScenario(
   return { person, calendar, agent, helper };
 }
 
+/** What the consent and approvals forms send for `scopes` ticked on `resource`: one value per pair. */
+export function choices(resource: string, ...scopes: string[]): string[] {
+  return scopes.map((scope) => `${resource} ${scope}`);
+}
+
 export function pkce(): { verifier: string; challenge: string } {
   const verifier = randomBytes(32).toString("base64url");
   return { verifier, challenge: createHash("sha256").update(verifier).digest("base64url") };

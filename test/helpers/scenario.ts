@@ -97,8 +97,8 @@ export async function delegate(
     personId: string;
     personEmail: string;
     agent: string;
-    scopes: string[];
-    resources: string[];
+    /** The scopes delegated on each resource server. */
+    grants: { resource: string; scopes: string[] }[];
     endsInSeconds?: number;
     maxDepth?: number;
     taskId?: string;
@@ -111,8 +111,7 @@ export async function delegate(
       agentClientId: input.agent,
       taskId: input.taskId ?? `task-${++counter}`,
       taskDescription: "Plan the offsite",
-      scopes: input.scopes,
-      resources: input.resources,
+      grants: input.grants,
       endsAt: new Date(Date.now() + (input.endsInSeconds ?? 3600) * 1000),
       maxDepth: input.maxDepth,
     },

@@ -141,8 +141,7 @@ export async function seedExchangeFixture(env: Record<string, string>): Promise<
       agentClientId: agent.client_id,
       taskId: "close-the-books",
       taskDescription: "Close the books",
-      scopes: ["ledger.read"],
-      resources: [RESOURCE],
+      grants: [{ resource: RESOURCE, scopes: ["ledger.read"] }],
       endsAt: new Date(Date.now() + 3600_000),
     });
     const subject = await issueSubjectToken({ provider: deputy.provider, audit: deputy.audit }, context, {

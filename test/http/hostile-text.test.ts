@@ -37,8 +37,7 @@ describe.each(BACKENDS)("hostile text on %s", (backend) => {
       personId: person.id,
       personEmail: person.email,
       agent: agent.client_id,
-      scopes: ["files.read"],
-      resources: [files.uri],
+      grants: [{ resource: files.uri, scopes: ["files.read"] }],
     });
     delegationId = root.delegation.id;
     taskId = String(root.delegation.taskId);

@@ -10,6 +10,7 @@ import {
   agentTask,
   authorizeUrl,
   CookieClient,
+  choices,
   codeFrom,
   createScenario,
   formAction,
@@ -141,7 +142,7 @@ describe("TRUST_PROXY=on behind an https issuer", () => {
       form: {
         csrf: hiddenField(consent.body, "csrf", action),
         decision: "approve",
-        scope: ["calendar.read"],
+        scope: choices(s.calendar, "calendar.read"),
         duration: "asked",
       },
     });

@@ -101,8 +101,7 @@ describe("openid-client 6 against Deputy", () => {
       personId: person.id,
       personEmail: person.email,
       agent: who.client_id,
-      scopes: ["calendar.read"],
-      resources: [calendar.uri],
+      grants: [{ resource: calendar.uri, scopes: ["calendar.read"] }],
     });
     return subjectToken;
   }

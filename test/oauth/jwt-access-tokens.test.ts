@@ -81,8 +81,10 @@ describe.each(BACKENDS)("JWT access tokens at introspection and revocation on %s
       personId: delegator.id,
       personEmail: delegator.email,
       agent: planner.client_id,
-      scopes: ["mail.read", "reports.read"],
-      resources: [mail.uri, reports.uri],
+      grants: [
+        { resource: mail.uri, scopes: ["mail.read"] },
+        { resource: reports.uri, scopes: ["reports.read"] },
+      ],
     });
     const jwt = ok(
       await exchange(server, planner, { subject_token: root.subjectToken, resource: reports.uri }),

@@ -27,6 +27,7 @@ import {
   agentTask,
   authorizeUrl,
   CookieClient,
+  choices,
   codeFrom,
   createScenario,
   formAction,
@@ -97,8 +98,7 @@ describe("signing key rotation on a deployment of two servers sharing PostgreSQL
       personId: person.id,
       personEmail: person.email,
       agent: planner.client_id,
-      scopes: ["reports.read"],
-      resources: [reports.uri],
+      grants: [{ resource: reports.uri, scopes: ["reports.read"] }],
     });
     const issued = await exchange(first, planner, {
       subject_token: root.subjectToken,
@@ -213,7 +213,11 @@ describe("signing key rotation on a deployment of two servers sharing PostgreSQL
     const approve = async (browser: CookieClient, consent: string, verifier: string) => {
       const action = formAction(consent);
       const done = await browser.follow(action, {
-        form: { csrf: hiddenField(consent, "csrf", action), decision: "approve", scope: "calendar.read" },
+        form: {
+          csrf: hiddenField(consent, "csrf", action),
+          decision: "approve",
+          scope: choices(s.calendar, "calendar.read"),
+        },
       });
       expect(done.location, done.body).toContain(`${REDIRECT_URI}?code=`);
       const token = await redeemCode(second, s.agent, codeFrom(done.location), verifier);
@@ -292,8 +296,7 @@ describe("signing key rotation on a deployment of two servers sharing PostgreSQL
       personId: person.id,
       personEmail: person.email,
       agent: planner.client_id,
-      scopes: ["reports.read"],
-      resources: [reports.uri],
+      grants: [{ resource: reports.uri, scopes: ["reports.read"] }],
     });
     const issued = await exchange(second, planner, {
       subject_token: root.subjectToken,
@@ -383,8 +386,7 @@ describe("signing key rotation on PGlite (one process)", () => {
       personId: person.id,
       personEmail: person.email,
       agent: agent.client_id,
-      scopes: ["ledger.read"],
-      resources: [ledger.uri],
+      grants: [{ resource: ledger.uri, scopes: ["ledger.read"] }],
     });
     const issued = await exchange(server, agent, { subject_token: root.subjectToken, resource: ledger.uri });
     const jwt = String(issued.body.access_token);

@@ -9,6 +9,7 @@ import {
   agentTask,
   CIBA_GRANT,
   CookieClient,
+  choices,
   codeFrom,
   createScenario,
   hiddenField,
@@ -20,7 +21,11 @@ import {
 import { basicAuth, postForm } from "../helpers/oauth.ts";
 import { BACKENDS, startServer, type TestServer } from "../helpers/server.ts";
 
-const APPROVE_ALL = { decision: "approve", scope: ["calendar.read", "calendar.write"], duration: "asked" };
+const approveAll = (s: Scenario) => ({
+  decision: "approve",
+  scope: choices(s.calendar, "calendar.read", "calendar.write"),
+  duration: "asked",
+});
 
 describe.each(BACKENDS)("an approval is made once or not at all, on %s", (backend) => {
   let server: TestServer;
@@ -73,7 +78,7 @@ describe.each(BACKENDS)("an approval is made once or not at all, on %s", (backen
       const { client, consent, action, verifier } = await toConsent(server, s, {
         details: [agentTask({ task_id: "twice-consent" })],
       });
-      const form = { csrf: hiddenField(consent.body, "csrf", action), ...APPROVE_ALL };
+      const form = { csrf: hiddenField(consent.body, "csrf", action), ...approveAll(s) };
       const first = await client.request(action, { form });
       expect(first.status, first.body).toBe(303);
       await loseClaim(`interaction:${action.split("/")[2]}`);
@@ -101,7 +106,7 @@ describe.each(BACKENDS)("an approval is made once or not at all, on %s", (backen
         await interaction?.destroy();
       });
       const page = await client.request(action, {
-        form: { csrf: hiddenField(consent.body, "csrf", action), ...APPROVE_ALL },
+        form: { csrf: hiddenField(consent.body, "csrf", action), ...approveAll(s) },
       });
       await expectNotCompleted(page, "gone-consent", 409);
     });
@@ -127,7 +132,7 @@ describe.each(BACKENDS)("an approval is made once or not at all, on %s", (backen
       expect(page.body).toContain(taskId);
       const action = `/approvals/${id}`;
       const approve = () =>
-        client.request(action, { form: { csrf: hiddenField(page.body, "csrf", action), ...APPROVE_ALL } });
+        client.request(action, { form: { csrf: hiddenField(page.body, "csrf", action), ...approveAll(s) } });
       const poll = () =>
         postForm(
           `${server.url}/token`,

@@ -6,6 +6,7 @@ import {
   agentTask,
   CIBA_GRANT,
   CookieClient,
+  choices,
   createScenario,
   hiddenField,
   type Scenario,
@@ -89,7 +90,9 @@ describe("CIBA approvals", () => {
     expect(page).toContain("Reschedule my 1:1s");
     expect(page).toContain("The agent's claim");
     expect(page).toContain("ciba-1");
-    expect(page).toMatch(/calendar\.write<\/code>\s*<strong class="risk">High risk/);
+    expect(page).toMatch(
+      /calendar\.write<\/code> <span class="muted">on [^<]+<\/span>\s*<strong class="risk">High risk/,
+    );
     const request = await server.deputy.provider.BackchannelAuthenticationRequest.find(
       started.body.auth_req_id,
     );
@@ -97,7 +100,7 @@ describe("CIBA approvals", () => {
     // The person narrows: no calendar.write.
     const answered = await answer(client, page, id, {
       decision: "approve",
-      scope: "calendar.read",
+      scope: choices(s.calendar, "calendar.read"),
       duration: "900",
     });
     expect(answered.status).toBe(303);
@@ -117,7 +120,9 @@ describe("CIBA approvals", () => {
     const delegation = await server.deputy.db.prisma.delegation.findFirstOrThrow({
       where: { taskId: "ciba-1" },
     });
-    expect(delegation.scopes).toEqual(["calendar.read"]);
+    expect((await server.deputy.delegations.state(delegation.id))?.grants).toEqual([
+      { resource: s.calendar, scopes: ["calendar.read"] },
+    ]);
     const stored = await server.deputy.provider.AccessToken.find(token.body.access_token);
     expect(stored?.aud).toBe(server.url);
     expect(stored?.extra).toMatchObject({ delegation: { id: delegation.id } });
@@ -131,9 +136,10 @@ describe("CIBA approvals", () => {
 
     // The request is answered once: polling again and answering again both fail.
     expect((await poll(s, started.body.auth_req_id)).body.error).toBe("invalid_grant");
-    expect((await answer(client, page, id, { decision: "approve", scope: "calendar.read" })).status).toBe(
-      404,
-    );
+    expect(
+      (await answer(client, page, id, { decision: "approve", scope: choices(s.calendar, "calendar.read") }))
+        .status,
+    ).toBe(404);
     const events = await server.deputy.db.prisma.auditEvent.findMany({ where: { taskId: "ciba-1" } });
     expect(events.map((event) => `${event.type}:${event.action}`)).toEqual(
       expect.arrayContaining([
@@ -153,7 +159,7 @@ describe("CIBA approvals", () => {
     );
     const answered = await answer(client, page, String(request?.jti), {
       decision: "approve",
-      scope: ["calendar.read", "calendar.write"],
+      scope: choices(s.calendar, "calendar.read", "calendar.write"),
     });
     expect(answered.status).toBe(303);
     const stepUps = await server.deputy.db.prisma.stepUpApproval.findMany({
@@ -239,14 +245,18 @@ describe("CIBA approvals", () => {
     const other = await approvalsPage(stranger.email);
     expect(other.page).not.toContain("ciba-own");
     const forged = await other.client.request(`/approvals/${id}`, {
-      form: { csrf: hiddenField(other.page, "csrf", "/logout"), decision: "approve", scope: "calendar.read" },
+      form: {
+        csrf: hiddenField(other.page, "csrf", "/logout"),
+        decision: "approve",
+        scope: choices(s.calendar, "calendar.read"),
+      },
     });
     expect(forged.status).toBe(403);
 
     const { client, page } = await approvalsPage(s.person.email);
     expect(page).toContain("ciba-own");
     const noToken = await client.request(`/approvals/${id}`, {
-      form: { decision: "approve", scope: "calendar.read" },
+      form: { decision: "approve", scope: choices(s.calendar, "calendar.read") },
     });
     expect(noToken.status).toBe(403);
     expect((await poll(s, started.body.auth_req_id)).body.error).toBe("authorization_pending");

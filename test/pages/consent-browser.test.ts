@@ -197,9 +197,97 @@ describe("people approve delegation (Chromium)", () => {
     const delegation = await server.deputy.db.prisma.delegation.findFirstOrThrow({
       where: { taskId: "browser-narrow" },
     });
-    expect(delegation.scopes).toEqual(["calendar.read"]);
+    expect((await server.deputy.delegations.state(delegation.id))?.grants).toEqual([
+      { resource: s.calendar, scopes: ["calendar.read"] },
+    ]);
     expect(delegation.endsAt.getTime()).toBeLessThanOrEqual(Date.now() + 1800_000);
     expect(delegation.endsAt.getTime()).toBeGreaterThan(Date.now() + 1700_000);
+    await context.close();
+  });
+
+  it("shows one labelled checkbox per resource and scope: unticking mail.send on Mail removes exactly that pair", async () => {
+    const n = `${Date.now()}${Math.floor(Math.random() * 1000)}`;
+    const person = await server.admin("POST", "/people", {
+      email: `pairs-${n}@example.com`,
+      name: "Pat",
+      password: PASSWORD,
+    });
+    const mail = `https://mail-${n}.example.com`;
+    const outbox = `https://outbox-${n}.example.com`;
+    await server.admin("POST", "/resources", {
+      uri: mail,
+      name: "Company Mail",
+      scopes: [{ name: "mail.send", description: "Send mail as you", risk: "high" }],
+    });
+    await server.admin("POST", "/resources", {
+      uri: outbox,
+      name: "Team Outbox",
+      scopes: [{ name: "mail.send", description: "Queue mail for review", risk: "low" }],
+    });
+    const agent = await createAgent(
+      server,
+      person.body.email,
+      [
+        { resource: mail, scopes: ["mail.send"] },
+        { resource: outbox, scopes: ["mail.send"] },
+      ],
+      { name: "Mailer", redirect_uris: [REDIRECT_URI] },
+    );
+    const { context, page } = await newContext();
+    const { verifier, challenge } = pkce();
+    await page.goto(
+      authorizeUrl(server, agent, {
+        challenge,
+        scope: "mail.send",
+        resource: [mail, outbox],
+        details: [agentTask({ task_id: "browser-pairs" })],
+      }),
+    );
+    await signInOnPage(page, person.body.email);
+    await page.getByRole("button", { name: "Approve" }).waitFor();
+
+    // Two checkboxes, each named by its scope and its resource server.
+    const boxes = page.getByRole("checkbox");
+    await expect.poll(() => boxes.count(), { timeout: 15_000 }).toBe(2);
+    const onMail = page.getByRole("checkbox", { name: /mail\.send on Company Mail/ });
+    const onOutbox = page.getByRole("checkbox", { name: /mail\.send on Team Outbox/ });
+    expect(await onMail.count()).toBe(1);
+    expect(await onOutbox.count()).toBe(1);
+    expect(await onMail.isChecked()).toBe(true);
+    expect(await onOutbox.isChecked()).toBe(true);
+    await onMail.uncheck();
+    expect(await onMail.isChecked()).toBe(false);
+    expect(await onOutbox.isChecked()).toBe(true);
+
+    const callback = await agentCallback(page, () => page.getByRole("button", { name: "Approve" }).click());
+    const token = await redeemCode(server, agent, codeFrom(callback.href), verifier);
+    expect(token.status, JSON.stringify(token.body)).toBe(200);
+    const delegation = await server.deputy.db.prisma.delegation.findFirstOrThrow({
+      where: { taskId: "browser-pairs" },
+    });
+    expect((await server.deputy.delegations.state(delegation.id))?.grants).toEqual([
+      { resource: outbox, scopes: ["mail.send"] },
+    ]);
+    const refused = await exchange(server, agent, {
+      subject_token: token.body.access_token,
+      resource: mail,
+      scope: "mail.send",
+    });
+    expect(refused.body.error).toBe("invalid_target");
+    const allowed = await exchange(server, agent, {
+      subject_token: token.body.access_token,
+      resource: outbox,
+      scope: "mail.send",
+    });
+    expect(allowed.status, JSON.stringify(allowed.body)).toBe(200);
+
+    // My delegations says the same: mail.send on Team Outbox, nothing on Company Mail.
+    await page.goto(`${server.url}/delegations`);
+    const card = page.locator("article", { hasText: "browser-pairs" });
+    await expect
+      .poll(() => card.locator(".grants").textContent(), { timeout: 15_000 })
+      .toMatch(/Team Outbox[\s\S]*mail\.send/);
+    expect(await card.locator(".grants").textContent()).not.toContain("Company Mail");
     await context.close();
   });
 

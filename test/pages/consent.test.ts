@@ -8,6 +8,7 @@ import {
   agentTask,
   authorizeUrl,
   CookieClient,
+  choices,
   codeFrom,
   createScenario,
   expectStrictPage,
@@ -50,7 +51,11 @@ describe("people approve delegation (HTTP)", () => {
       : client.follow(action, { form: body });
   }
 
-  const approveAll = { decision: "approve", scope: ["calendar.read", "calendar.write"], duration: "asked" };
+  const approveAll = (s: Scenario) => ({
+    decision: "approve",
+    scope: choices(s.calendar, "calendar.read", "calendar.write"),
+    duration: "asked",
+  });
 
   /** The redirect the agent receives for a request that is refused before any page. */
   async function refusal(url: string) {
@@ -139,13 +144,18 @@ describe("people approve delegation (HTTP)", () => {
       const consent = await signIn(client, login.body, s.person.email);
       expect(consent.body).toContain("par-task");
       expect(consent.body).toContain(s.calendar);
-      const done = await answer(client, consent.body, { decision: "approve", scope: "calendar.read" });
+      const done = await answer(client, consent.body, {
+        decision: "approve",
+        scope: choices(s.calendar, "calendar.read"),
+      });
       const token = await redeemCode(server, s.agent, codeFrom(done.location), verifier);
       expect(token.status).toBe(200);
       const delegation = await server.deputy.db.prisma.delegation.findFirstOrThrow({
         where: { taskId: "par-task" },
       });
-      expect(delegation.resources).toEqual([s.calendar]);
+      expect((await server.deputy.delegations.state(delegation.id))?.grants).toEqual([
+        { resource: s.calendar, scopes: ["calendar.read"] },
+      ]);
 
       const badPush = await postForm(
         `${server.url}/request`,
@@ -199,13 +209,18 @@ describe("people approve delegation (HTTP)", () => {
         scope: "calendar.read",
         details: [agentTask({ task_id: "issuer-resource" })],
       });
-      const done = await answer(client, consent.body, { decision: "approve", scope: "calendar.read" });
+      const done = await answer(client, consent.body, {
+        decision: "approve",
+        scope: choices(s.calendar, "calendar.read"),
+      });
       const token = await redeemCode(server, s.agent, codeFrom(done.location), verifier);
       expect(token.status, JSON.stringify(token.body)).toBe(200);
       const delegation = await server.deputy.db.prisma.delegation.findFirstOrThrow({
         where: { taskId: "issuer-resource" },
       });
-      expect(delegation.resources).toEqual([s.calendar]);
+      expect((await server.deputy.delegations.state(delegation.id))?.grants).toEqual([
+        { resource: s.calendar, scopes: ["calendar.read"] },
+      ]);
       const exchanged = await exchange(server, s.agent, {
         subject_token: token.body.access_token,
         resource: s.calendar,
@@ -219,7 +234,7 @@ describe("people approve delegation (HTTP)", () => {
       expect(consent.body).toContain("This agent did not name a task");
       expect(consent.body).toContain("at most 1 h");
       expect(consent.body).not.toContain("The agent's claim");
-      const done = await answer(client, consent.body, approveAll);
+      const done = await answer(client, consent.body, approveAll(s));
       const token = await redeemCode(server, s.agent, codeFrom(done.location), verifier);
       expect(token.status).toBe(200);
       expect(token.body.expires_in).toBeLessThanOrEqual(3600);
@@ -324,7 +339,9 @@ describe("people approve delegation (HTTP)", () => {
       expect(page).toContain("Can move meetings");
       expect(page).toContain(s.calendar);
       expect(page).toContain("Scope calendar.read");
-      expect(page).toMatch(/calendar\.write<\/code>\s*<strong class="risk">High risk/);
+      expect(page).toMatch(
+        /calendar\.write<\/code> <span class="muted">on [^<]+<\/span>\s*<strong class="risk">High risk/,
+      );
       expect(page).not.toMatch(/calendar\.read<\/code>\s*<strong class="risk">/);
       expect(page).toContain("The agent's claim");
       expect(page).toContain("Plan the offsite in Lisbon");
@@ -339,7 +356,7 @@ describe("people approve delegation (HTTP)", () => {
       const s = await createScenario(server);
       const task = agentTask({ task_id: "approve-1" });
       const { client, consent, verifier } = await toConsent(s, { details: [task] });
-      const done = await answer(client, consent.body, approveAll);
+      const done = await answer(client, consent.body, approveAll(s));
       expect(done.location).toContain(`${REDIRECT_URI}?code=`);
       expect(new URL(String(done.location)).searchParams.get("state")).toBe("s1");
       const token = await redeemCode(server, s.agent, codeFrom(done.location), verifier);
@@ -361,11 +378,12 @@ describe("people approve delegation (HTTP)", () => {
       });
       expect(delegation).toMatchObject({
         status: "active",
-        scopes: ["calendar.read", "calendar.write"],
-        resources: [s.calendar],
         taskDescription: task.description,
         maxDepth: 2,
       });
+      expect((await server.deputy.delegations.state(delegation.id))?.grants).toEqual([
+        { resource: s.calendar, scopes: ["calendar.read", "calendar.write"] },
+      ]);
       expect(delegation.person.email).toBe(s.person.email);
       expect(delegation.agent.clientId).toBe(s.agent.client_id);
       expect(delegation.grantId).toBeTruthy();
@@ -426,7 +444,7 @@ describe("people approve delegation (HTTP)", () => {
       });
       const done = await answer(client, consent.body, {
         decision: "approve",
-        scope: "calendar.read",
+        scope: choices(s.calendar, "calendar.read"),
         duration: "900",
       });
       const token = await redeemCode(server, s.agent, codeFrom(done.location), verifier);
@@ -435,7 +453,9 @@ describe("people approve delegation (HTTP)", () => {
       const delegation = await server.deputy.db.prisma.delegation.findFirstOrThrow({
         where: { taskId: "narrow-1" },
       });
-      expect(delegation.scopes).toEqual(["calendar.read"]);
+      expect((await server.deputy.delegations.state(delegation.id))?.grants).toEqual([
+        { resource: s.calendar, scopes: ["calendar.read"] },
+      ]);
       expect(delegation.endsAt.getTime()).toBeLessThanOrEqual(Date.now() + 900_000);
       expect(token.body.authorization_details[0].ends_at).toBe(delegation.endsAt.toISOString());
       const wider = await exchange(server, s.agent, {
@@ -454,17 +474,20 @@ describe("people approve delegation (HTTP)", () => {
       expect(none.body).toContain("Tick at least one permission");
       const extra = await answer(client, consent.body, {
         decision: "approve",
-        scope: ["calendar.read", "calendar.write"],
+        scope: choices(s.calendar, "calendar.read", "calendar.write"),
       });
       expect(extra.status).toBe(400);
       const junk = await answer(client, consent.body, {
         decision: "approve",
-        scope: "calendar.read",
+        scope: choices(s.calendar, "calendar.read"),
         duration: "-5",
       });
       expect(junk.status).toBe(400);
       expect(junk.body).not.toMatch(/at .*\.ts:\d+/);
-      const ok = await answer(client, consent.body, { decision: "approve", scope: "calendar.read" });
+      const ok = await answer(client, consent.body, {
+        decision: "approve",
+        scope: choices(s.calendar, "calendar.read"),
+      });
       expect(ok.location).toContain("code=");
     });
 
@@ -492,7 +515,7 @@ describe("people approve delegation (HTTP)", () => {
     it("asks again for every request: an earlier approval is never reused, and prompt=none cannot skip it", async () => {
       const s = await createScenario(server);
       const { client, consent } = await toConsent(s);
-      await answer(client, consent.body, approveAll);
+      await answer(client, consent.body, approveAll(s));
       const { challenge } = pkce();
       const second = await client.follow(
         authorizeUrl(server, s.agent, { challenge, details: [agentTask()] }),
@@ -513,7 +536,11 @@ describe("people approve delegation (HTTP)", () => {
       const token = hiddenField(consent.body, "csrf", action);
       for (const csrf of [undefined, "", "A".repeat(43), hiddenField(consent.body, "csrf", "/logout")]) {
         const response = await client.request(action, {
-          form: { ...(csrf === undefined ? {} : { csrf }), decision: "approve", scope: "calendar.read" },
+          form: {
+            ...(csrf === undefined ? {} : { csrf }),
+            decision: "approve",
+            scope: choices(s.calendar, "calendar.read"),
+          },
         });
         expect(response.status).toBe(403);
         expect(response.body).toContain("Form expired");
@@ -524,7 +551,7 @@ describe("people approve delegation (HTTP)", () => {
         form: {
           csrf: hiddenField(other.consent.body, "csrf", other.action),
           decision: "approve",
-          scope: "calendar.read",
+          scope: choices(s.calendar, "calendar.read"),
         },
       });
       expect(stolen.status).toBe(403);
@@ -568,7 +595,7 @@ describe("people approve delegation (HTTP)", () => {
       const { client, consent, action, verifier } = await toConsent(s, {
         details: [agentTask({ task_id: "replay-1" })],
       });
-      const form = { csrf: hiddenField(consent.body, "csrf", action), ...approveAll };
+      const form = { csrf: hiddenField(consent.body, "csrf", action), ...approveAll(s) };
       const first = await client.request(action, { form });
       expect(first.status).toBe(303);
       const twice = await client.request(action, { form });
@@ -586,7 +613,7 @@ describe("people approve delegation (HTTP)", () => {
       const mallory = await createPerson(server, `mallory-${Date.now()}@example.com`);
       await signIn(attacker, (await attacker.request("/login")).body, mallory.email);
       const foreign = await attacker.request(victim.action, {
-        form: { csrf: hiddenField(victim.consent.body, "csrf", victim.action), ...approveAll },
+        form: { csrf: hiddenField(victim.consent.body, "csrf", victim.action), ...approveAll(s) },
       });
       expect(foreign.status).toBe(404);
       expect(await server.deputy.db.prisma.delegation.count({ where: { taskId: "foreign-1" } })).toBe(0);
@@ -611,7 +638,7 @@ describe("people approve delegation (HTTP)", () => {
       const theirsAction = formAction(theirs.body);
       expect(theirsAction).not.toBe(mineAction);
       const crossed = await client.request(theirsAction, {
-        form: { csrf: hiddenField(mine.body, "csrf", mineAction), ...approveAll },
+        form: { csrf: hiddenField(mine.body, "csrf", mineAction), ...approveAll(first) },
       });
       expect(crossed.status).toBe(403);
       expect(await server.deputy.db.prisma.delegation.count({ where: { taskId: "theirs-1" } })).toBe(0);
@@ -719,7 +746,7 @@ describe("people approve delegation (HTTP)", () => {
       const { client, consent, verifier } = await toConsent(s, {
         details: [agentTask({ task_id: "mine-listed", description: "Book the venue" })],
       });
-      const done = await answer(client, consent.body, approveAll);
+      const done = await answer(client, consent.body, approveAll(s));
       const token = await redeemCode(server, s.agent, codeFrom(done.location), verifier);
       const first = await exchange(server, s.agent, {
         subject_token: token.body.access_token,
@@ -794,7 +821,7 @@ describe("people approve delegation (HTTP)", () => {
       const { client, consent, verifier } = await toConsent(s, {
         details: [agentTask({ task_id: "done-by-person", description: "Send the invites" })],
       });
-      const done = await answer(client, consent.body, approveAll);
+      const done = await answer(client, consent.body, approveAll(s));
       const token = await redeemCode(server, s.agent, codeFrom(done.location), verifier);
       const page = await client.request("/delegations");
       const action = "/tasks/done-by-person/complete";

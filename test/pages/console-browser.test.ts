@@ -72,8 +72,7 @@ describe("admin console (Chromium)", () => {
       personId: owner.id,
       personEmail: owner.email,
       agent: planner.client_id,
-      scopes: ["calendar.read"],
-      resources: [calendar],
+      grants: [{ resource: calendar, scopes: ["calendar.read"] }],
     });
 
     const { page, dialogs, close } = await consoleAs(admin.email);

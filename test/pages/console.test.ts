@@ -86,8 +86,7 @@ describe("admin console (HTTP)", () => {
       personId: person.id,
       personEmail: person.email,
       agent: agent.client_id,
-      scopes: ["mail.read"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
     });
     const exchanged = await exchange(server, agent, { subject_token: root.subjectToken });
     expect(exchanged.status, JSON.stringify(exchanged.body)).toBe(200);

@@ -43,8 +43,7 @@ describe("policies see every part of a request they read", () => {
       personId: person.id,
       personEmail: person.email,
       agent: agent.client_id,
-      scopes,
-      resources: [docs.uri],
+      grants: [{ resource: docs.uri, scopes }],
     });
     const exchanged = await exchange(server, agent, { subject_token: subjectToken });
     expect(exchanged.status, JSON.stringify(exchanged.body)).toBe(200);

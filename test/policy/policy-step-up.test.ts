@@ -5,6 +5,7 @@ import {
   agentTask,
   CIBA_GRANT,
   CookieClient,
+  choices,
   createScenario,
   hiddenField,
   signIn,
@@ -28,8 +29,7 @@ it("refuses a high-risk exchange until the person approves it through CIBA", asy
     personId: s.person.id,
     personEmail: s.person.email,
     agent: s.agent.client_id,
-    scopes: ["calendar.read", "calendar.write"],
-    resources: [s.calendar],
+    grants: [{ resource: s.calendar, scopes: ["calendar.read", "calendar.write"] }],
   });
 
   const refused = await exchange(server, s.agent, { subject_token: subjectToken, scope: "calendar.write" });
@@ -65,7 +65,11 @@ it("refuses a high-risk exchange until the person approves it through CIBA", asy
   );
   const action = `/approvals/${request?.jti}`;
   const answered = await client.request(action, {
-    form: { csrf: hiddenField(page, "csrf", action), decision: "approve", scope: "calendar.write" },
+    form: {
+      csrf: hiddenField(page, "csrf", action),
+      decision: "approve",
+      scope: choices(s.calendar, "calendar.write"),
+    },
   });
   expect(answered.status).toBe(303);
   const polled = await postForm(

@@ -53,8 +53,10 @@ describe.each(BACKENDS)("runtime policy on %s", (backend) => {
       personId: person.id,
       personEmail: person.email,
       agent: agent.client_id,
-      scopes,
-      resources: [mail.uri, files.uri],
+      grants: [mail, files].map(({ uri }) => ({
+        resource: uri,
+        scopes: scopes.filter((s) => uri.includes(s.split(".")[0] as string)),
+      })),
     });
     const exchanged = await exchange(server, agent, {
       subject_token: subjectToken,
@@ -298,8 +300,7 @@ describe.each(BACKENDS)("runtime policy on %s", (backend) => {
       personId: person.id,
       personEmail: person.email,
       agent: agent.client_id,
-      scopes: ["files.read", "files.write"],
-      resources: [files.uri],
+      grants: [{ resource: files.uri, scopes: ["files.read", "files.write"] }],
     });
     const refused = await exchange(server, agent, {
       subject_token: subjectToken,
@@ -393,8 +394,7 @@ describe.each(BACKENDS)("runtime policy on %s", (backend) => {
       personId: person.id,
       personEmail: person.email,
       agent: agent2.client_id,
-      scopes: ["mail.delete"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.delete"] }],
     });
     for (let i = 0; i < 2; i++) {
       const refused = await exchange(server, agent2, { subject_token: subjectToken });
@@ -449,8 +449,7 @@ describe("a policy change on a deployment of two server processes", () => {
       personId: person.id,
       personEmail: person.email,
       agent: agent.client_id,
-      scopes: ["mail.read", "mail.send"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read", "mail.send"] }],
     });
     const token = (await exchange(first, agent, { subject_token: subjectToken })).body.access_token;
     const before = await evaluate(second, mail, ask(token, "mail.send"));

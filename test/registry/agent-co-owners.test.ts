@@ -40,8 +40,7 @@ describe.each(BACKENDS)("agent co-owners on %s", (backend) => {
       personId: person.id,
       personEmail: person.email,
       agent,
-      scopes: ["mail.read"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
     });
 
   it("sets co-owners at creation and changes them by PATCH, audited with before and after", async () => {

@@ -51,14 +51,21 @@ describe.each(BACKENDS)("narrowing an agent, on %s", (backend) => {
     return { planner, researcher, writer };
   }
 
-  const toPlanner = (planner: Agent, scopes = ["mail.read"], resources = [mail.uri]) =>
+  const toPlanner = (planner: Agent, grants = [{ resource: mail.uri, scopes: ["mail.read"] }]) =>
     delegate(server, {
       personId: person.id,
       personEmail: person.email,
       agent: planner.client_id,
-      scopes,
-      resources,
+      grants,
     });
+  /** The (resource, scope) pairs a delegation holds now, in a stable order. */
+  const pairsOf = async (delegationId: string) =>
+    (
+      await prisma().delegationScope.findMany({
+        where: { delegationId },
+        orderBy: [{ resource: "asc" }, { scope: "asc" }],
+      })
+    ).map(({ resource, scope }) => `${scope} on ${resource}`);
 
   async function exchanged(agent: Agent, form: Record<string, string>) {
     const response = await exchange(server, agent, form);
@@ -128,11 +135,7 @@ describe.each(BACKENDS)("narrowing an agent, on %s", (backend) => {
 
   it("taking a scope and a resource from the delegate's grants narrows its delegation and revokes the tokens that carry them", async () => {
     const { planner, researcher } = await chainOfAgents();
-    const { delegation, subjectToken } = await toPlanner(
-      planner,
-      ["mail.read", "mail.send", "calendar.read"],
-      [mail.uri, calendar.uri],
-    );
+    const { delegation, subjectToken } = await toPlanner(planner, allGrants());
     const reading = await exchanged(planner, {
       subject_token: subjectToken,
       resource: mail.uri,
@@ -158,7 +161,8 @@ describe.each(BACKENDS)("narrowing an agent, on %s", (backend) => {
     expect(await active(mail, viaResearcher)).toBe(false);
     expect(await active(calendar, diary)).toBe(false);
     const row = await prisma().delegation.findUniqueOrThrow({ where: { id: delegation.id } });
-    expect(row).toMatchObject({ status: "active", scopes: ["mail.read"], resources: [mail.uri] });
+    expect(row).toMatchObject({ status: "active" });
+    expect(await pairsOf(delegation.id)).toEqual([`mail.read on ${mail.uri}`]);
 
     const send = await exchange(server, researcher, { subject_token: subjectToken, scope: "mail.send" });
     expect(send.status).toBe(400);
@@ -172,10 +176,64 @@ describe.each(BACKENDS)("narrowing an agent, on %s", (backend) => {
 
     const [narrowed] = await events({ action: "delegation.narrow", delegationId: delegation.id });
     expect(narrowed?.before).toMatchObject({
-      scopes: ["mail.read", "mail.send", "calendar.read"],
-      resources: [mail.uri, calendar.uri],
+      grants: [
+        { resource: calendar.uri, scopes: ["calendar.read"] },
+        { resource: mail.uri, scopes: ["mail.read", "mail.send"] },
+      ],
     });
-    expect(narrowed?.after).toMatchObject({ scopes: ["mail.read"], resources: [mail.uri] });
+    expect(narrowed?.after).toMatchObject({ grants: [{ resource: mail.uri, scopes: ["mail.read"] }] });
+  });
+
+  it("taking a scope from the delegate on one resource server leaves the same scope name delegated on another", async () => {
+    const outbox = await createResource(server, "https://outbox.example.com", ["mail.send"]);
+    const researcher = await createAgent(server, person.email, allGrants(), { max_depth: 2 });
+    const planner = await createAgent(
+      server,
+      person.email,
+      [...allGrants(), { resource: outbox.uri, scopes: ["mail.send"] }],
+      { may_delegate_to: [researcher.client_id], max_depth: 3 },
+    );
+    const { delegation, subjectToken } = await toPlanner(planner, [
+      { resource: mail.uri, scopes: ["mail.read", "mail.send"] },
+      { resource: outbox.uri, scopes: ["mail.send"] },
+    ]);
+    const sending = await exchanged(researcher, {
+      subject_token: subjectToken,
+      resource: mail.uri,
+      scope: "mail.send",
+    });
+    const queued = await exchanged(planner, { subject_token: subjectToken, resource: outbox.uri });
+
+    // mail.send leaves the planner's grants on Mail only; Outbox's mail.send stays.
+    await update(planner, {
+      grants: [
+        { resource: mail.uri, scopes: ["mail.read"] },
+        { resource: calendar.uri, scopes: ["calendar.read"] },
+        { resource: outbox.uri, scopes: ["mail.send"] },
+      ],
+    });
+
+    expect(await pairsOf(delegation.id)).toEqual([`mail.read on ${mail.uri}`, `mail.send on ${outbox.uri}`]);
+    // The researcher is still granted mail.send on Mail itself, but this delegation no longer gives it.
+    expect(await active(mail, sending)).toBe(false);
+    expect(await active(outbox, queued)).toBe(true);
+    const send = await exchange(server, researcher, {
+      subject_token: subjectToken,
+      resource: mail.uri,
+      scope: "mail.send",
+    });
+    expect(send.status).toBe(400);
+    expect(send.body.error).toBe("invalid_scope");
+    const again = await exchange(server, planner, { subject_token: subjectToken, resource: outbox.uri });
+    expect(again.status, JSON.stringify(again.body)).toBe(200);
+    expect(again.body.scope).toBe("mail.send");
+    const [narrowed] = await events({ action: "delegation.narrow", delegationId: delegation.id });
+    expect(narrowed?.after).toMatchObject({
+      grants: [
+        { resource: mail.uri, scopes: ["mail.read"] },
+        { resource: outbox.uri, scopes: ["mail.send"] },
+      ],
+    });
   });
 
   it("taking every grant from the delegate revokes its delegations", async () => {
@@ -196,11 +254,10 @@ describe.each(BACKENDS)("narrowing an agent, on %s", (backend) => {
 
   it("taking a resource from a sub-agent's grants revokes the tokens it holds there, and what was exchanged from them", async () => {
     const { planner, researcher, writer } = await chainOfAgents();
-    const { delegation, subjectToken } = await toPlanner(
-      planner,
-      ["mail.read", "calendar.read"],
-      [mail.uri, calendar.uri],
-    );
+    const { delegation, subjectToken } = await toPlanner(planner, [
+      { resource: mail.uri, scopes: ["mail.read"] },
+      { resource: calendar.uri, scopes: ["calendar.read"] },
+    ]);
     const diary = await exchanged(researcher, { subject_token: subjectToken, resource: calendar.uri });
     const diary2 = await exchanged(writer, { subject_token: diary });
     const letters = await exchanged(researcher, { subject_token: subjectToken, resource: mail.uri });
@@ -213,7 +270,11 @@ describe.each(BACKENDS)("narrowing an agent, on %s", (backend) => {
     expect(await active(mail, letters)).toBe(true);
     expect(await active(calendar, own)).toBe(true);
     const row = await prisma().delegation.findUniqueOrThrow({ where: { id: delegation.id } });
-    expect(row).toMatchObject({ status: "active", resources: [mail.uri, calendar.uri] });
+    expect(row).toMatchObject({ status: "active" });
+    expect(await pairsOf(delegation.id)).toEqual([
+      `calendar.read on ${calendar.uri}`,
+      `mail.read on ${mail.uri}`,
+    ]);
   });
 
   it("taking a delegate from may_delegate_to revokes the tokens it was delegated", async () => {
@@ -239,7 +300,8 @@ describe.each(BACKENDS)("narrowing an agent, on %s", (backend) => {
 
     expect(await active(mail, hop)).toBe(true);
     const row = await prisma().delegation.findUniqueOrThrow({ where: { id: delegation.id } });
-    expect(row).toMatchObject({ status: "active", maxDepth: 3, scopes: ["mail.read"] });
+    expect(row).toMatchObject({ status: "active", maxDepth: 3 });
+    expect(await pairsOf(delegation.id)).toEqual([`mail.read on ${mail.uri}`]);
     const added = await prisma().auditEvent.findMany({ skip: before, orderBy: { seq: "asc" } });
     expect(added.map((event) => event.action)).toEqual(["agent.update", "agent.update"]);
   });

@@ -54,8 +54,10 @@ describe("RevocationService.onRevoked", () => {
       personId: person.id,
       personEmail: person.email,
       agent: agent.client_id,
-      scopes: ["mail.read", "reports.read"],
-      resources: [mail.uri, reports.uri],
+      grants: [
+        { resource: mail.uri, scopes: ["mail.read"] },
+        { resource: reports.uri, scopes: ["reports.read"] },
+      ],
     });
 
   it("tells the delegation, its person and agent, and every token revoked, after an admin's revocation", async () => {

@@ -177,8 +177,7 @@ describe("two server processes and a worker process sharing PostgreSQL and Redis
         agentClientId: agent.client_id,
         taskId: `task-${randomBytes(4).toString("hex")}`,
         taskDescription: "Sort the inbox",
-        scopes: ["mail.read"],
-        resources: ["https://mail.example.com"],
+        grants: [{ resource: "https://mail.example.com", scopes: ["mail.read"] }],
         endsAt: new Date(Date.now() + endsInSeconds * 1000),
       },
     );

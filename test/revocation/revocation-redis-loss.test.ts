@@ -93,8 +93,7 @@ describe.each(BACKENDS)("losing Redis, on %s", (backend) => {
       personId: person.id,
       personEmail: person.email,
       agent: planner.client_id,
-      scopes: ["mail.read"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
       endsInSeconds,
     });
   /** A new subject token for a delegation that is still active: what an agent gets by asking again. */

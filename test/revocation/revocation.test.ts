@@ -65,8 +65,10 @@ describe.each(BACKENDS)("revocation on %s", (backend) => {
       personId: person.id,
       personEmail: person.email,
       agent: planner.client_id,
-      scopes: ["mail.read", "mail.send", "reports.read"],
-      resources: [mail.uri, reports.uri],
+      grants: [
+        { resource: mail.uri, scopes: ["mail.read", "mail.send"] },
+        { resource: reports.uri, scopes: ["reports.read"] },
+      ],
       ...extra,
     });
 
@@ -158,8 +160,7 @@ describe.each(BACKENDS)("revocation on %s", (backend) => {
       personId: person.id,
       personEmail: person.email,
       agent: keyed.client_id,
-      scopes: ["mail.read"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
     });
     const assertion = (audience: string) =>
       new SignJWT({})
@@ -324,8 +325,7 @@ describe.each(BACKENDS)("revocation on %s", (backend) => {
       personId: person.id,
       personEmail: person.email,
       agent: researcher.client_id,
-      scopes: ["mail.read"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
     });
     const inChain = await chain();
     const untouched = await rootDelegation();
@@ -389,8 +389,7 @@ describe.each(BACKENDS)("revocation on %s", (backend) => {
       personId: person.id,
       personEmail: person.email,
       agent: researcher.client_id,
-      scopes: ["mail.read"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
     });
     expect((await exchange(server, researcher, { subject_token: fresh.subjectToken })).status).toBe(200);
     expect((await exchange(server, researcher, { subject_token: direct.subjectToken })).status).toBe(400);
@@ -405,15 +404,13 @@ describe.each(BACKENDS)("revocation on %s", (backend) => {
       personId: leaver.id,
       personEmail: leaver.email,
       agent: planner.client_id,
-      scopes: ["mail.read"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
     });
     const toTheirAgent = await delegate(server, {
       personId: person.id,
       personEmail: person.email,
       agent: leaversAgent.client_id,
-      scopes: ["mail.read"],
-      resources: [mail.uri],
+      grants: [{ resource: mail.uri, scopes: ["mail.read"] }],
     });
     const control = await rootDelegation();
     const tokens = await Promise.all([

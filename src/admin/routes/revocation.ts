@@ -1,5 +1,6 @@
 import type { Router } from "@koa/router";
 import { isUuid } from "../../db/ids.ts";
+import { groupByResource } from "../../delegation/resource-grants.ts";
 import type { Prisma } from "../../generated/prisma/client.ts";
 import { ApiError, notFound } from "../../http/api-error.ts";
 import { reasonBody } from "../../registry/reason.ts";
@@ -11,6 +12,7 @@ const DELEGATION_STATUSES = ["active", "revoked", "ended"] as const;
 const INCLUDE = {
   person: { select: { email: true } },
   agent: { select: { clientId: true } },
+  scopes: { select: { resource: true, scope: true } },
   _count: { select: { tokens: true } },
 } as const;
 
@@ -23,8 +25,8 @@ function delegationView(row: DelegationRow) {
     agent: row.agent.clientId,
     task_id: row.taskId,
     task: row.taskDescription,
-    scopes: row.scopes,
-    resources: row.resources,
+    /** What the person approved: the scopes on each resource server. */
+    grants: groupByResource(row.scopes),
     status: row.status,
     created_at: row.createdAt.toISOString(),
     ends_at: row.endsAt.toISOString(),

@@ -4,13 +4,16 @@ import type { Caller } from "../../issuance/issuance-state.ts";
 import type { CatalogResource } from "../../registry/resource-catalog.ts";
 
 /**
- * Scope never widens: granted ⊆ subject token's scope ∩ the delegation's scopes now (narrowing its agent may
- * have cut them since the token was minted) ∩ the caller's allowed scopes on the resource ∩ the resource's
- * scopes. Omitted → that whole intersection; empty or wider → invalid_scope (RFC 6749 §5.2).
+ * Scope never widens: granted ⊆ subject token's scope ∩ the scopes the delegation grants on this resource now
+ * (`delegationScopes`: a scope of the same name approved on another resource server does not count, and
+ * narrowing its agent may have cut them since the token was minted) ∩ the caller's allowed scopes on the
+ * resource ∩ the resource's scopes. Omitted → that whole intersection; empty or wider → invalid_scope
+ * (RFC 6749 §5.2).
  */
 export function narrowScope(input: {
   caller: Pick<Caller, "clientId" | "grants">;
   subjectScopes: string[];
+  /** The scopes the delegation grants on `resource` now. */
   delegationScopes: string[];
   resource: Pick<CatalogResource, "uri" | "scopes">;
   requested: string[] | undefined;

@@ -1,3 +1,4 @@
+import { resourcesOf } from "../../delegation/resource-grants.ts";
 import { errorText } from "../../http/error-text.ts";
 import { OAuthError } from "../../http/oauth-error.ts";
 import type { Known } from "../../issuance/issuance-state.ts";
@@ -7,8 +8,8 @@ import type { ExchangeState } from "../exchange-state.ts";
 const invalidTarget = (description: string) => new OAuthError("invalid_target", description);
 
 /**
- * RFC 8707 / RFC 8693 §2.1: one resource (or audience) per exchange, within what the delegation granted and,
- * for a token already bound to a resource, that same resource: a hop never moves to another resource.
+ * RFC 8707 / RFC 8693 §2.1: one resource (or audience) per exchange, among those the person granted a scope on
+ * and, for a token already bound to a resource, that same resource: a hop never moves to another resource.
  */
 export async function resolveTarget(
   state: Known<ExchangeState, "request" | "subject" | "delegation">,
@@ -17,14 +18,15 @@ export async function resolveTarget(
   const asked = state.request.targets;
   if (asked.length > 1) throw invalidTarget("ask for one resource per exchange");
   const boundTo = subject.audience.filter((aud) => aud !== state.deps.issuer);
+  const delegated = resourcesOf(delegation.grants);
   let target = asked[0];
   if (!target) {
-    const candidates = boundTo.length ? boundTo : delegation.resources;
+    const candidates = boundTo.length ? boundTo : delegated;
     if (candidates.length !== 1)
-      throw invalidTarget(`name the resource: this delegation covers ${delegation.resources.join(", ")}`);
+      throw invalidTarget(`name the resource: this delegation covers ${delegated.join(", ")}`);
     target = candidates[0] as string;
   }
-  if (!delegation.resources.includes(target))
+  if (!delegated.includes(target))
     throw invalidTarget(`${errorText(target)} is not among the resources the person delegated`);
   if (boundTo.length && !boundTo.includes(target))
     throw invalidTarget(

@@ -114,7 +114,7 @@ export function approvalsRoutes(deps: WebDeps): Router {
         await approveRequest(
           deps,
           context,
-          { personId: current.person.id, agent, request: asked, decision, requestRef },
+          { personId: current.person.id, request: asked, decision, requestRef },
           async (approval) => {
             await provider.backchannelResult(request, approval.grant, { rar: approval.rar });
             // A CIBA approval of high-risk scopes is also the person's fresh step-up approval of them (policy).

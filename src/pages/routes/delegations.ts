@@ -4,6 +4,7 @@
 import { Router } from "@koa/router";
 import type { Context } from "koa";
 import { isUuid } from "../../db/ids.ts";
+import { groupByResource } from "../../delegation/resource-grants.ts";
 import { completeTaskPurpose } from "../../oauth/task-route.ts";
 import { csrfToken } from "../csrf.ts";
 import { revokeOwnDelegation } from "../end-delegation.ts";
@@ -35,6 +36,7 @@ export function delegationsRoutes(deps: WebDeps): Router {
       where: { personId: current.person.id, status: "active", endsAt: { gt: new Date(now) } },
       include: {
         agent: { select: { name: true, clientId: true } },
+        scopes: { select: { resource: true, scope: true } },
         tokens: { where: { depth: { gt: 1 } }, select: { actorChain: true } },
       },
       orderBy: { createdAt: "desc" },
@@ -48,6 +50,15 @@ export function delegationsRoutes(deps: WebDeps): Router {
           select: { clientId: true, name: true },
         })
       ).map((agent) => [agent.clientId, agent.name]),
+    );
+    const uris = [...new Set(rows.flatMap((row) => row.scopes.map((pair) => pair.resource)))];
+    const resourceNames = new Map(
+      (
+        await deps.prisma.resourceServer.findMany({
+          where: { uri: { in: uris } },
+          select: { uri: true, name: true },
+        })
+      ).map((resource) => [resource.uri, resource.name]),
     );
     const delegations = rows.map((row) => {
       // actorChain is [current, …, first]; shown first → … → current. Distinct chains only.
@@ -65,8 +76,11 @@ export function delegationsRoutes(deps: WebDeps): Router {
         agentClientId: row.agent.clientId,
         taskId: row.taskId,
         taskDescription: row.taskDescription,
-        scopes: row.scopes,
-        resources: row.resources,
+        grants: groupByResource(row.scopes).map(({ resource, scopes }) => ({
+          name: resourceNames.get(resource) ?? resource,
+          uri: resource,
+          scopes,
+        })),
         createdAt: formatTime(row.createdAt),
         endsAt: formatTime(row.endsAt),
         endsAtIso: row.endsAt.toISOString(),

@@ -153,7 +153,7 @@ export function interactionRoutes(deps: WebDeps): Router {
         "This request is not waiting for your approval in this browser.",
       );
     const decision = readDecision(form);
-    const { agent, request } = await loadDelegationRequest(
+    const { request } = await loadDelegationRequest(
       deps.prisma,
       deps.config.issuer,
       String(details.params.client_id),
@@ -168,7 +168,7 @@ export function interactionRoutes(deps: WebDeps): Router {
         returnTo = await approveRequest(
           deps,
           context,
-          { personId: current.person.id, agent, request, decision, requestRef },
+          { personId: current.person.id, request, decision, requestRef },
           (approval) =>
             provider.interactionResult(ctx.req, ctx.res, { consent: { grantId: approval.grant.jti } }),
         );
