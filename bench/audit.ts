@@ -20,16 +20,13 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
-import { createDeputy } from "../src/app.ts";
 import { exportChunks } from "../src/audit/audit-export.ts";
 import { AuditLog } from "../src/audit/audit-log.ts";
 import { iterateEvents } from "../src/audit/audit-query.ts";
 import { verifyAuditTrail } from "../src/audit/audit-verify.ts";
 import { GroupCommitWriter } from "../src/audit/group-commit.ts";
-import { loadConfig } from "../src/config.ts";
 import { type Database, openDatabase } from "../src/db/connect.ts";
-import { createLogger } from "../src/logger.ts";
-import { issueSubjectToken } from "../src/oauth/issue-subject-token.ts";
+import { type ExchangeFixture, RESOURCE, seedExchangeFixture } from "../test/helpers/server-process.ts";
 import {
   AUDIT_OFF_ENTRY,
   cleanUp,
@@ -46,7 +43,7 @@ import { closedLoop, type LoadResult, percentile, type Target } from "./load.ts"
 const POSTGRES_ADMIN_URL = process.env.BENCH_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
 const ADMIN_SECRET = randomBytes(32).toString("base64url");
-const RESOURCE_URI = "https://ledger.bench.example";
+const RESOURCE_URI = RESOURCE;
 const CONNECTIONS = 16;
 const WARMUP_SECONDS = 3;
 const MEASURE_SECONDS = 10;
@@ -66,51 +63,9 @@ cleanUpOnSignals();
 // ---------------------------------------------------------------------------------------------------------
 // 1. Token exchange with and without audit events
 
-interface Fixture {
-  agent: string;
-  secret: string;
-  subjectToken: string;
-}
-
-async function seed(env: Record<string, string>): Promise<Fixture> {
-  const deputy = await createDeputy(loadConfig(env), createLogger("warn"));
-  try {
-    const context = { actor: "bench" };
-    const person = await deputy.people.create(context, {
-      email: "bench@example.com",
-      name: "Bench",
-      password: randomBytes(16).toString("base64url"),
-    });
-    await deputy.resources.create(context, {
-      uri: RESOURCE_URI,
-      name: "Ledger (bench)",
-      scopes: [{ name: "ledger.read", description: "Read the ledger", risk: "low" }],
-    });
-    const agent = await deputy.agents.create(context, {
-      name: "Bench agent",
-      owner: person.email,
-      purpose: "benchmark",
-      grants: [{ resource: RESOURCE_URI, scopes: ["ledger.read"] }],
-      auth: { method: "client_secret" },
-    });
-    const delegation = await deputy.delegations.create(context, {
-      personId: person.id,
-      agentClientId: agent.client_id,
-      taskId: "bench",
-      taskDescription: "Benchmark auditing",
-      grants: [{ resource: RESOURCE_URI, scopes: ["ledger.read"] }],
-      endsAt: new Date(Date.now() + 2 * 3600_000),
-    });
-    const subject = await issueSubjectToken({ provider: deputy.provider, audit: deputy.audit }, context, {
-      ...delegation,
-      agentClientId: agent.client_id,
-      personEmail: person.email,
-    });
-    return { agent: agent.client_id, secret: agent.client_secret ?? "", subjectToken: subject.access_token };
-  } finally {
-    await deputy.close();
-  }
-}
+/** The agent, its secret and its subject token (the fault tests' fixture: one resource server, one delegation). */
+type Fixture = ExchangeFixture;
+const seed = seedExchangeFixture;
 
 const CLOCK_TICKS = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
 function cpuSeconds(pid: number | undefined): number {

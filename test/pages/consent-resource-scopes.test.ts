@@ -182,6 +182,24 @@ describe.each(BACKENDS)("consent approves (resource, scope) pairs (%s)", (backen
     expect(created.details).toMatchObject({ grants: [{ resource: s.outbox, scopes: ["mail.send"] }] });
   }
 
+  /** The agent asks the person by CIBA for mail.send on both servers, for task `taskId`. */
+  const askByBackchannel = (
+    s: Awaited<ReturnType<typeof mailScenario>>,
+    taskId: string,
+    bindingMessage?: string,
+  ) =>
+    postForm(
+      `${server.url}/backchannel`,
+      {
+        login_hint: s.person.email,
+        scope: "openid mail.send",
+        resource: [s.mail, s.outbox],
+        ...(bindingMessage ? { binding_message: bindingMessage } : {}),
+        authorization_details: JSON.stringify([agentTask({ task_id: taskId })]),
+      },
+      { authorization: basicAuth(s.agent.client_id, s.agent.client_secret) },
+    );
+
   it("consent page: the person unticks mail.send on Mail, and Mail is not delegated", async () => {
     const s = await mailScenario();
     const { client, page, action, csrf, verifier } = await toConsent(s, "pairs-consent");
@@ -202,17 +220,7 @@ describe.each(BACKENDS)("consent approves (resource, scope) pairs (%s)", (backen
   it("/approvals (CIBA): the person unticks mail.send on Mail; no step-up is recorded for Mail", async () => {
     const s = await mailScenario();
     const agentAuth = { authorization: basicAuth(s.agent.client_id, s.agent.client_secret) };
-    const started = await postForm(
-      `${server.url}/backchannel`,
-      {
-        login_hint: s.person.email,
-        scope: "openid mail.send",
-        resource: [s.mail, s.outbox],
-        binding_message: "PAIRS-1",
-        authorization_details: JSON.stringify([agentTask({ task_id: "pairs-ciba" })]),
-      },
-      agentAuth,
-    );
+    const started = await askByBackchannel(s, "pairs-ciba", "PAIRS-1");
     expect(started.status, JSON.stringify(started.body)).toBe(200);
     const client = new CookieClient(server.url);
     const page = (await signIn(client, (await client.follow("/approvals")).body, s.person.email)).body;
@@ -245,16 +253,7 @@ describe.each(BACKENDS)("consent approves (resource, scope) pairs (%s)", (backen
   it("CIBA: approving mail.send on Mail is a step-up for Mail alone, and Outbox stays undelegated", async () => {
     const s = await mailScenario();
     const agentAuth = { authorization: basicAuth(s.agent.client_id, s.agent.client_secret) };
-    const started = await postForm(
-      `${server.url}/backchannel`,
-      {
-        login_hint: s.person.email,
-        scope: "openid mail.send",
-        resource: [s.mail, s.outbox],
-        authorization_details: JSON.stringify([agentTask({ task_id: "pairs-ciba-mail" })]),
-      },
-      agentAuth,
-    );
+    const started = await askByBackchannel(s, "pairs-ciba-mail");
     expect(started.status, JSON.stringify(started.body)).toBe(200);
     const client = new CookieClient(server.url);
     const page = (await signIn(client, (await client.follow("/approvals")).body, s.person.email)).body;
@@ -375,16 +374,7 @@ describe.each(BACKENDS)("consent approves (resource, scope) pairs (%s)", (backen
   it("refuses a forged pair on /approvals too, without answering the request", async () => {
     const s = await mailScenario();
     const agentAuth = { authorization: basicAuth(s.agent.client_id, s.agent.client_secret) };
-    const started = await postForm(
-      `${server.url}/backchannel`,
-      {
-        login_hint: s.person.email,
-        scope: "openid mail.send",
-        resource: [s.mail, s.outbox],
-        authorization_details: JSON.stringify([agentTask({ task_id: "pairs-ciba-forged" })]),
-      },
-      agentAuth,
-    );
+    const started = await askByBackchannel(s, "pairs-ciba-forged");
     const client = new CookieClient(server.url);
     const page = (await signIn(client, (await client.follow("/approvals")).body, s.person.email)).body;
     const request = await server.deputy.provider.BackchannelAuthenticationRequest.find(
