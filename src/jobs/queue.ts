@@ -11,7 +11,7 @@ import type { Logger } from "../logger.ts";
 export const JOB_QUEUE = "revocation";
 
 /** 10 attempts, 1 s doubling: the last retry comes about 8.5 minutes after the first failure. */
-export const JOB_OPTIONS: JobsOptions = {
+const JOB_OPTIONS: JobsOptions = {
   attempts: 10,
   backoff: { type: "exponential", delay: 1_000 },
   removeOnComplete: { age: 3_600, count: 1_000 },

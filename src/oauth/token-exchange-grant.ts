@@ -32,7 +32,7 @@ export function registerTokenExchange(provider: Provider, deps: ExchangeDeps): v
 }
 
 /** The authenticated client as the grants read it (oidc-provider exposes the metadata it knows in camelCase). */
-export function callerOf(ctx: KoaContextWithOIDC): Caller {
+function callerOf(ctx: KoaContextWithOIDC): Caller {
   const client = ctx.oidc.client;
   return {
     kind: client?.deputy_kind as string | undefined,
